@@ -1,0 +1,8 @@
+"""tencent2mqtt: drive Tencent Cloud interactive sessions over MQTT."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tencent2mqtt")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,195 @@
+"""Composition root: builds the parts and runs every long-running task in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from bridge.actions import Registry, specs_of
+from bridge.config import RetryConfig, Settings
+from bridge.dispatcher import Dispatcher
+from bridge.envelope import Emitter, Publisher
+from bridge.health import BridgeFeature
+from bridge.metrics import Metrics
+from bridge.mqtt import MqttLink
+from bridge.tencent.retry import RetryPolicy
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Feature(Protocol):
+    """A service the bridge runs: actions on it are registered, `run()` is a named task."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Long-running work (polling, channels); returns only when there is none."""
+
+    async def aclose(self) -> None:
+        """Finish in-flight work and release resources (SPEC 3.8)."""
+
+    def status(self) -> dict[str, Any]:
+        """This feature's part of `bridge/health`."""
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What every feature is built from."""
+
+    settings: Settings
+    topics: Topics
+    publisher: Publisher
+    emitter: Emitter
+    metrics: Metrics
+    link_connected: asyncio.Event
+
+
+FeatureFactory = Callable[[Deps], "Feature | None"]
+
+
+def feature_factories() -> list[tuple[type, FeatureFactory]]:
+    """The service features, with the class that declares their actions."""
+    from bridge.desk.feature import DeskFeature, build_desk
+    from bridge.ivh.feature import IvhFeature, build_ivh
+
+    return [(IvhFeature, build_ivh), (DeskFeature, build_desk)]
+
+
+def all_action_specs() -> list[Any]:
+    """Every action any bridge can serve, enabled or not (for docs and AsyncAPI)."""
+    specs = list(specs_of(BridgeFeature))
+    for cls, _ in feature_factories():
+        specs.extend(specs_of(cls))
+    return sorted(specs, key=lambda spec: spec.key)
+
+
+class App:
+    """One bridge: the MQTT link, the dispatcher and the features."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.mqtt.base_topic)
+        self.metrics = Metrics()
+        self.link = MqttLink(settings.mqtt, self.topics, subscriptions=self.topics.subscriptions())
+        self.emitter = Emitter(self.link, self.topics)
+        self.registry = Registry()
+        self.bridge = BridgeFeature(
+            settings=settings, topics=self.topics, publisher=self.link, snapshot=self.snapshot
+        )
+        self.registry.include(self.bridge)
+        self.features = self._build_features()
+        self.dispatcher = Dispatcher(
+            registry=self.registry,
+            known_actions={spec.key for spec in all_action_specs()},
+            publisher=self.link,
+            emitter=self.emitter,
+            topics=self.topics,
+            config=settings.bridge,
+        )
+        self.metrics.bind(self)
+
+    def _build_features(self) -> list[Feature]:
+        deps = Deps(
+            settings=self.settings,
+            topics=self.topics,
+            publisher=self.link,
+            emitter=self.emitter,
+            metrics=self.metrics,
+            link_connected=self.link.connected,
+        )
+        features = []
+        for _, factory in feature_factories():
+            feature = factory(deps)
+            if feature is not None:
+                self.registry.include(feature)
+                features.append(feature)
+        return features
+
+    @property
+    def services(self) -> list[str]:
+        """Enabled services."""
+        return [feature.name for feature in self.features]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The health document's body: MQTT, services, queues."""
+        body: dict[str, Any] = {
+            "mqtt": {
+                "connected": self.link.connected.is_set(),
+                "reconnects": max(0, self.link.reconnects - 1),
+                "outbox_depth": self.link.outbox_depth,
+                "dropped": self.link.dropped,
+            },
+            "actions_inflight": self.dispatcher.inflight if hasattr(self, "dispatcher") else 0,
+        }
+        for feature in self.features:
+            body[feature.name] = feature.status()
+        return body
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down as SPEC 3.8 says."""
+        self.bridge.publish_info(self.services)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self.link.run(self.dispatcher.submit), name="mqtt-link"),
+                tg.create_task(_supervised("health", self.bridge.run), name="health"),
+            ]
+            for feature in self.features:
+                name = f"feature:{feature.name}"
+                tasks.append(tg.create_task(_supervised(name, feature.run), name=name))
+            tasks.extend(self.extra_tasks(tg))
+            await stop.wait()
+            await self.shutdown()
+            for task in tasks:
+                task.cancel()
+
+    def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Optional tasks: the HTTP endpoint."""
+        if not self.settings.http.listen:
+            return []
+        from bridge.http import serve_http
+
+        return [tg.create_task(_supervised("http", lambda: serve_http(self)), name="http")]
+
+    async def shutdown(self) -> None:
+        """Stop taking commands, finish in-flight calls, close channels, say offline."""
+        timeout = self.settings.bridge.shutdown_timeout
+        log.info("shutting down")
+        await self.dispatcher.close(timeout)
+        for feature in self.features:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(feature.aclose(), timeout)
+        await self.link.close(grace=min(5.0, timeout))
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived task; log and restart it if it fails, so one bug never stops the bridge."""
+    while True:
+        try:
+            await run()
+            return
+        except Exception:
+            log.exception("task %s failed; restarting in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
+def retry_policy(cfg: RetryConfig) -> RetryPolicy:
+    """The clients' retry policy from `[retry]`."""
+    return RetryPolicy(
+        attempts=cfg.attempts,
+        initial_delay=cfg.initial_delay,
+        max_delay=cfg.max_delay,
+        deadline=cfg.deadline,
+    )
+
+
+def http_client(timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for one Tencent API, pooled and with the service's timeout."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits)

@@ -1,0 +1,109 @@
+"""The command line (SPEC 5). Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge import __version__, logs
+from bridge.config import ConfigError, Settings, config_warnings, load_settings
+from bridge.emulator.cli import emulator_command
+
+log = logging.getLogger("bridge")
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $TENCENT2MQTT_CONFIG); "
+    "TENCENT2MQTT_<SECTION>__<KEY> variables override it.",
+)
+
+
+def load_or_exit(path: Path | None) -> Settings:
+    """Load the config, or print one line per problem and exit 2."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        click.echo("invalid configuration:", err=True)
+        for line in exc.problems:
+            click.echo(f"  {line}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tencent2mqtt")
+def main() -> None:
+    """tencent2mqtt: drive Tencent Cloud Digital Human and Contact Center sessions over MQTT."""
+
+
+@main.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run the bridge until SIGINT or SIGTERM."""
+    settings = load_or_exit(config_path)
+    logs.configure(settings.log.level, settings.log.format, settings.secrets())
+    for warning in config_warnings(settings):
+        log.warning("%s", warning)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from bridge.app import App
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = App(settings)
+    log.info(
+        "tencent2mqtt %s: broker %s, base topic %s, services %s",
+        __version__,
+        settings.mqtt.url,
+        settings.mqtt.base_topic,
+        ", ".join(app.services) or "none",
+    )
+    await app.run(stop)
+    log.info("stopped")
+
+
+main.add_command(emulator_command)
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Validate the config and print it, secrets redacted; exit 2 when invalid."""
+    settings = load_or_exit(config_path)
+    click.echo(to_toml(settings.redacted()), nl=False)
+    for name, section in (("ivh", settings.ivh), ("desk", settings.desk)):
+        state = "enabled" if section.enabled and section.has_credentials else "disabled"
+        reason = "" if state == "enabled" or not section.enabled else " (no credentials)"
+        click.echo(f"# {name}: {state}{reason}")
+    for warning in config_warnings(settings):
+        click.echo(f"# warning: {warning}")
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Render nested config data as TOML (scalars and lists; tables for sections)."""
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    out = f"[{prefix}]\n" if prefix and scalars else ""
+    for key, value in scalars:
+        if value is not None:
+            out += f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+        else:
+            out += f"# {key} = (unset)\n"
+    for key, value in tables:
+        name = f"{prefix}.{key}" if prefix else key
+        out += ("\n" if out else "") + to_toml(value, name)
+    return out

@@ -1,0 +1,406 @@
+"""The Digital Human service over MQTT (SPEC 2.2, 2.4, 3.3, 3.4): actions, polling, channels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from bridge.actions import Empty, action
+from bridge.app import http_client, retry_policy
+from bridge.config import Settings
+from bridge.envelope import dumps, now_iso
+from bridge.errors import BridgeError, ChannelError, RequestError, UpstreamError
+from bridge.ivh import frames
+from bridge.ivh.channel import ChannelSettings, SessionChannel
+from bridge.ivh.payloads import CreateSession, SendCommand, SendText, SessionRef, StreamText
+from bridge.ivh.tracker import SessionState, SessionTracker, state_of
+from bridge.tencent.ivh import IvhClient
+from bridge.tencent.models import SessionInfo, SessionStat, status_name
+from bridge.tencent.signing import channel_url, default_channel_url
+
+if TYPE_CHECKING:
+    from bridge.app import Deps
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Build = Callable[[], tuple[str, dict[str, Any]]]
+# Without data for StreamMaxInterval (default 2 s) the cloud finalises a stream (A.5): the next
+# chunk after that long starts a new utterance with a new ReqId.
+STREAM_IDLE = 2.0
+_GONE = ("session_closed", "session_not_found")
+
+
+@dataclass(slots=True)
+class _Utterance:
+    req_id: str
+    seq: int = 0
+    last: float = 0.0
+
+
+class IvhFeature:
+    """Session actions, status watching and one command channel per started session."""
+
+    name = "ivh"
+
+    def __init__(self, *, deps: Deps, client: IvhClient, http: httpx.AsyncClient) -> None:
+        self._cfg = deps.settings.ivh
+        self._client = client
+        self._http = http
+        self._emitter = deps.emitter
+        self._publisher = deps.publisher
+        self._topics = deps.topics
+        self._tracker = SessionTracker(
+            publisher=deps.publisher,
+            emitter=deps.emitter,
+            topics=deps.topics,
+            closed_retention=self._cfg.closed_retention,
+            on_transition=self._transition,
+        )
+        self._ws_base = self._cfg.channel.url or default_channel_url(self._cfg.base_url)
+        self._channel_settings = _channel_settings(deps.settings)
+        self._channels: dict[str, SessionChannel] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._utterances: dict[str, _Utterance] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reachable = True
+        self._last_error: dict[str, Any] | None = None
+        self.last_poll_ms = 0.0
+        self.polls = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll the session list and host the channels' tasks."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for channel in self._channels.values():
+                self._spawn(channel)
+            tg.create_task(self._poll_loop(), name="ivh-poll")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await self.poll_once()
+            self._tracker.expire()
+            await asyncio.sleep(self._cfg.poll_interval)
+
+    async def poll_once(self) -> None:
+        """One `listsessionofuin`; a failure changes nothing and is reported on health."""
+        try:
+            infos = await self._client.list_sessions()
+        except BridgeError as exc:
+            self._failed(exc)
+            return
+        started = time.perf_counter()
+        self._tracker.apply_list(infos)
+        self.last_poll_ms = (time.perf_counter() - started) * 1000
+        self.polls += 1
+        self._reachable, self._last_error = True, None
+
+    def _failed(self, exc: BridgeError) -> None:
+        if self._reachable:
+            log.warning("ivh: session poll failed: %s (%s)", exc.message, exc.code)
+        self._reachable = False
+        self._last_error = {"code": exc.code, "message": exc.message, "at": time.time()}
+
+    async def aclose(self) -> None:
+        """Close every channel, then the HTTP client."""
+        for channel in self._channels.values():
+            channel.close()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._http.aclose()
+
+    def status(self) -> dict[str, Any]:
+        """The `ivh` part of bridge/health."""
+        return {
+            "reachable": self._reachable,
+            "last_error": self._last_error,
+            "sessions": self._tracker.live_count,
+            "open_channels": sum(1 for c in self._channels.values() if c.connected),
+            "channel_queue_depth": sum(c.queue_depth for c in self._channels.values()),
+            "polls": self.polls,
+            "last_poll_ms": round(self.last_poll_ms, 3),
+        }
+
+    # -- channels -----------------------------------------------------------------------------
+    def _transition(self, before: SessionState | None, after: SessionState) -> None:
+        sid = after.session_id
+        if after.terminal:
+            self._utterances.pop(sid, None)
+            channel = self._channels.pop(sid, None)
+            if channel is not None:
+                channel.close()
+                task = self._tasks.get(sid)
+                if task is not None:
+                    task.cancel()
+        elif after.drivable and self._cfg.channel.auto_connect:
+            self._channel(sid)
+
+    def _channel(self, sid: str) -> SessionChannel:
+        channel = self._channels.get(sid)
+        if channel is None:
+            channel = SessionChannel(sid, host=self, settings=self._channel_settings)
+            self._channels[sid] = channel
+            if self._tg is not None:
+                self._spawn(channel)
+        return channel
+
+    def _spawn(self, channel: SessionChannel) -> None:
+        assert self._tg is not None
+        sid = channel.session_id
+        if sid in self._tasks:
+            return
+        task = self._tg.create_task(channel.run(), name=f"ivh-channel:{sid}")
+        self._tasks[sid] = task
+        task.add_done_callback(lambda _: self._forget_channel(sid, channel))
+
+    def _forget_channel(self, sid: str, channel: SessionChannel) -> None:
+        self._tasks.pop(sid, None)
+        if self._channels.get(sid) is channel:
+            del self._channels[sid]
+
+    # ChannelHost
+    def channel_url(self, session_id: str) -> str:
+        """A command-channel URL signed now (requestid = SessionId, PROTOCOL A.4)."""
+        token = self._cfg.access_token.get_secret_value() if self._cfg.access_token else ""
+        return channel_url(
+            self._ws_base, appkey=self._cfg.appkey or "", access_token=token, session_id=session_id
+        )
+
+    async def session_open(self, session_id: str) -> bool:
+        """Check `statsession` before reconnecting (PROTOCOL A.4): False once closed or failed."""
+        try:
+            state = await self._refresh(session_id)
+        except BridgeError as exc:
+            return exc.code not in _GONE
+        return not state.terminal
+
+    def channel_state(self, session_id: str, state: dict[str, Any]) -> None:
+        """Retain `<base>/ivh/<sid>/channel`."""
+        self._publisher.set_retained(self._topics.ivh_channel(session_id), dumps(state))
+
+    def downstream(self, session_id: str, event_type: str, data: dict[str, Any]) -> None:
+        """Publish a downstream frame as an event."""
+        self._emitter.emit("ivh", session_id, event_type, data)
+
+    # -- session actions ----------------------------------------------------------------------
+    @action("ivh/list_sessions")
+    async def list_sessions(self, payload: Empty) -> dict[str, Any]:
+        """List the account's live sessions (listsessionofuin) and refresh the retained states."""
+        infos = await self._client.list_sessions()
+        self._tracker.apply_list(infos)
+        return {"sessions": [asdict(self._state_of(info)) for info in infos]}
+
+    @action("ivh/create_session")
+    async def create_session(self, payload: CreateSession) -> dict[str, Any]:
+        """Create a session from a platform project (createsession)."""
+        created = await self._client.create_session(
+            virtualman_project_id=payload.virtualman_project_id,
+            user_id=payload.user_id,
+            protocol=payload.protocol,
+            driver_type=payload.driver_type,
+            extra=payload.extra(),
+        )
+        state = SessionState(
+            session_id=created.session_id,
+            status=status_name(created.session_status),
+            status_code=created.session_status,
+            started=False,
+            driver_type=payload.driver_type,
+            user_id=payload.user_id,
+            play_stream_addr=created.play_stream_addr,
+            updated_at=now_iso(),
+        )
+        self._tracker.apply(state)
+        return asdict(state)
+
+    @action("ivh/start_session")
+    async def start_session(self, payload: SessionRef) -> dict[str, Any]:
+        """Arm a ready session for driving (startsession); its channel opens if configured."""
+        sid = payload.session_id
+        await self._guard(self._client.start_session(sid), sid)
+        state = self._tracker.get(sid) or await self._refresh(sid)
+        state = replace(state, started=True, updated_at=now_iso())
+        self._tracker.apply(state)
+        return asdict(state)
+
+    @action("ivh/get_session")
+    async def get_session(self, payload: SessionRef) -> dict[str, Any]:
+        """Fetch a session's status now (statsession) and republish its state."""
+        stat = await self._guard(self._client.stat_session(payload.session_id), payload.session_id)
+        state = self._apply_stat(stat)
+        extra = {"speak_status": stat.speak_status, "error_code": stat.error_code}
+        return {**asdict(state), **extra, "error_message": stat.error_message}
+
+    @action("ivh/close_session")
+    async def close_session(self, payload: SessionRef) -> dict[str, Any]:
+        """Close a session (closesession); its state shows closed at once."""
+        await self._client.close_session(payload.session_id)
+        self._tracker.mark_closed(payload.session_id)
+        return {"session_id": payload.session_id, "status": "closed"}
+
+    async def _refresh(self, sid: str) -> SessionState:
+        return self._apply_stat(await self._guard(self._client.stat_session(sid), sid))
+
+    def _apply_stat(self, stat: SessionStat) -> SessionState:
+        known = self._tracker.get(stat.session_id)
+        state = SessionState(
+            session_id=stat.session_id,
+            status=status_name(stat.session_status),
+            status_code=stat.session_status,
+            started=stat.is_session_started or bool(known and known.started),
+            driver_type=known.driver_type if known else None,
+            user_id=known.user_id if known else None,
+            play_stream_addr=stat.play_stream_addr or (known.play_stream_addr if known else None),
+            updated_at=now_iso(),
+        )
+        self._tracker.apply(state)
+        return self._tracker.get(stat.session_id) or state
+
+    async def _guard(self, call: Awaitable[T], sid: str) -> T:
+        """Await an API call; a 'session closed' answer also marks the session closed."""
+        try:
+            return await call
+        except UpstreamError as exc:
+            if exc.code == "session_closed":
+                self._tracker.mark_closed(sid)
+            raise
+
+    def _state_of(self, info: SessionInfo) -> SessionState:
+        return self._tracker.get(info.session_id) or state_of(info)
+
+    # -- drives -------------------------------------------------------------------------------
+    @action("ivh/send_text")
+    async def send_text(self, payload: SendText) -> dict[str, Any]:
+        """Speak text (SEND_TEXT), paced >= text_interval apart per session."""
+        _limit(payload.size, frames.SEND_TEXT_MAX_BYTES, "text")
+        req_id = frames.new_req_id()
+        await self._drive(payload.session_id, "SEND_TEXT", payload.data(), req_id, paced=True)
+        return {"req_id": req_id}
+
+    @action("ivh/stream_text")
+    async def stream_text(self, payload: StreamText) -> dict[str, Any]:
+        """Stream text (SEND_STREAMTEXT): one ReqId per utterance, Seq from 1, final -> IsFinal."""
+        _limit(payload.size, frames.STREAM_TEXT_MAX_BYTES, "text")
+        sid = payload.session_id
+
+        def build() -> tuple[str, dict[str, Any]]:
+            utt = self._utterance(sid)
+            utt.seq += 1
+            if payload.final:
+                self._utterances.pop(sid, None)
+            data = {"Text": payload.text, "Seq": utt.seq, "IsFinal": payload.final}
+            return utt.req_id, data
+
+        req_id, data = await self._drive_built(sid, "SEND_STREAMTEXT", build, paced=False)
+        return {"req_id": req_id, "seq": data["Seq"], "final": payload.final}
+
+    @action("ivh/interrupt")
+    async def interrupt(self, payload: SessionRef) -> dict[str, Any]:
+        """Stop speaking: the documented empty-text interrupt (with a Seq inside a stream)."""
+        sid = payload.session_id
+
+        def build() -> tuple[str, dict[str, Any]]:
+            utt = self._utterances.pop(sid, None)
+            if utt is not None and time.monotonic() - utt.last < STREAM_IDLE:
+                return utt.req_id, {"Text": "", "Interrupt": True, "Seq": utt.seq + 1}
+            return frames.new_req_id(), {"Text": "", "Interrupt": True}
+
+        req_id, data = await self._drive_built(sid, None, build, paced=False)
+        return {"req_id": req_id, "command": "SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT"}
+
+    @action("ivh/send_command")
+    async def send_command(self, payload: SendCommand) -> dict[str, Any]:
+        """Send any drive instruction, passed through (a new ReqId unless one is given)."""
+        req_id = payload.req_id or frames.new_req_id()
+        paced = payload.command == "SEND_TEXT"
+        await self._drive(payload.session_id, payload.command, payload.data, req_id, paced=paced)
+        return {"req_id": req_id}
+
+    def _utterance(self, sid: str) -> _Utterance:
+        utt = self._utterances.get(sid)
+        now = time.monotonic()
+        if utt is None or now - utt.last >= STREAM_IDLE:
+            utt = self._utterances[sid] = _Utterance(frames.new_req_id())
+        utt.last = now
+        return utt
+
+    async def _drive(
+        self, sid: str, command: str, data: dict[str, Any], req_id: str, *, paced: bool
+    ) -> None:
+        await self._drive_built(sid, command, lambda: (req_id, data), paced=paced)
+
+    async def _drive_built(
+        self, sid: str, command: str | None, build: Build, *, paced: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """Check the session, build the frame and queue it in arrival order, then wait."""
+        lock = self._locks.setdefault(sid, asyncio.Lock())
+        async with lock:  # FIFO: drives of one session keep their order across awaits
+            channel = await self._drivable_channel(sid)
+            req_id, data = build()
+            cmd = command or ("SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT")
+            paced = paced or (command is None and cmd == "SEND_TEXT")
+            item = channel.enqueue(frames.drive(sid, cmd, data, req_id), paced=paced)
+        wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
+        await channel.wait(item, wait)
+        return req_id, data
+
+    async def _drivable_channel(self, sid: str) -> SessionChannel:
+        state = self._tracker.get(sid) or await self._refresh(sid)
+        if state.terminal:
+            raise UpstreamError(f"session {sid} is {state.status}", code="session_closed")
+        if not state.started:
+            raise ChannelError(
+                "the session is not started: call ivh/start_session first", retryable=False
+            )
+        if state.status_code != 1:
+            raise ChannelError(f"the session is {state.status}, not in progress yet")
+        return self._channel(sid)
+
+
+def _limit(size: int, limit: int, field: str) -> None:
+    if size > limit:
+        raise RequestError(
+            f"{field} is {size} bytes; Tencent's limit is {limit} bytes (UTF-8)",
+            code="payload_too_large",
+        )
+
+
+def _channel_settings(settings: Settings) -> ChannelSettings:
+    ch = settings.ivh.channel
+    return ChannelSettings(
+        heartbeat_interval=ch.heartbeat_interval,
+        text_interval=ch.text_interval,
+        reconnect_max=ch.reconnect_max_delay,
+        queue_size=ch.queue_size,
+        open_timeout=settings.ivh.request_timeout,
+    )
+
+
+def build_ivh(deps: Deps) -> IvhFeature | None:
+    """The IVH feature, or None (with a clear log line) when disabled or without credentials."""
+    cfg = deps.settings.ivh
+    if not cfg.enabled:
+        log.info("ivh: disabled by configuration")
+        return None
+    if not cfg.has_credentials or cfg.access_token is None or cfg.appkey is None:
+        log.warning("ivh: disabled: set ivh.appkey and ivh.access_token to enable it")
+        return None
+    http = http_client(cfg.request_timeout)
+    client = IvhClient(
+        http,
+        base_url=cfg.base_url,
+        appkey=cfg.appkey,
+        access_token=cfg.access_token,
+        retry=retry_policy(deps.settings.retry),
+        observer=deps.metrics.observe_call,
+    )
+    return IvhFeature(deps=deps, client=client, http=http)

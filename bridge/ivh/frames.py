@@ -1,0 +1,84 @@
+"""Command-channel frames (PROTOCOL A.5, A.6): upstream builders, downstream parsing. No I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+# Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
+# <= 2000 bytes per the current zh doc (the older EN doc says 1000 [D]; we follow the newer).
+SEND_TEXT_MAX_BYTES = 4000
+STREAM_TEXT_MAX_BYTES = 2000
+TERMINAL_SPEAK = frozenset({"TextOver", "AudioOver", "Error"})
+
+_EVENT_BY_TYPE = {3: "speak_status", 4: "llm_content", 5: "llm_thinking", 9: "drive_failed"}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def new_req_id() -> str:
+    """A fresh 32-hex ReqId (PROTOCOL A.1: a new one for every send)."""
+    return uuid.uuid4().hex
+
+
+def drive(session_id: str, command: str, data: dict[str, Any], req_id: str) -> str:
+    """An upstream frame `{"Header":{},"Payload":{ReqId,SessionId,Command,Data}}`."""
+    payload = {"ReqId": req_id, "SessionId": session_id, "Command": command, "Data": data}
+    return json.dumps({"Header": {}, "Payload": payload}, ensure_ascii=False)
+
+
+def heartbeat(session_id: str) -> str:
+    """`SEND_HEARTBEAT` with Text "PING" (PROTOCOL A.5)."""
+    return drive(session_id, "SEND_HEARTBEAT", {"Text": "PING"}, new_req_id())
+
+
+def snake(name: str) -> str:
+    """`SpeakStatus` -> `speak_status`, `ReqId` -> `req_id`, `TTSSupport` -> `tts_support`."""
+    return _CAMEL.sub("_", name).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """One downstream frame, classified for MQTT."""
+
+    event_type: str
+    data: dict[str, Any]
+    replay_key: tuple[Any, ...] | None
+
+
+def parse_downstream(raw: str | bytes) -> Downstream:
+    """Classify a frame; a `Payload` dict is used when present, else the top level (A.6)."""
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return Downstream("downstream", {"raw": text, "error": "not JSON"}, None)
+    if not isinstance(frame, dict):
+        return Downstream("downstream", {"raw": frame}, None)
+    inner = frame.get("Payload")
+    body: dict[str, Any] = inner if isinstance(inner, dict) else frame
+    data = {snake(k): v for k, v in body.items() if isinstance(k, str)}
+    data["raw"] = frame
+    return Downstream(_event_type(body), data, _replay_key(body))
+
+
+def _event_type(body: dict[str, Any]) -> str:
+    kind = body.get("Type")
+    failed = body.get("SpeakStatus") == "Error" or body.get("ErrorCode") not in (None, 0, "0")
+    if kind == 9 or (failed and kind in (3, None)):
+        return "drive_failed"
+    return _EVENT_BY_TYPE.get(kind, "downstream") if isinstance(kind, int) else "downstream"
+
+
+def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Speak-status frames are re-sent after a reconnect (A.4): they de-duplicate on this key."""
+    if body.get("Type") != 3:
+        return None
+    return (body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType"))
+
+
+def utf8_len(text: str) -> int:
+    """Size of `text` in UTF-8 bytes, the unit of Tencent's limits."""
+    return len(text.encode("utf-8"))

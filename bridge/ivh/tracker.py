@@ -1,0 +1,194 @@
+"""What the bridge knows about IVH sessions, and the retained topics and events it keeps current.
+
+A poll of `listsessionofuin` is diffed against the last one by a small signature per session, so
+a poll where nothing changed publishes nothing (SPEC 3.4). A session that leaves the list is
+closed. Closed sessions keep their retained `closed` state for `closed_retention` seconds, then
+their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2.2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bridge.envelope import Emitter, Publisher, dumps, now_iso
+from bridge.tencent.models import SessionInfo, status_name
+from bridge.topics import Topics
+
+TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
+Signature = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """The retained `<base>/ivh/<sid>/state` payload (SPEC 2.2)."""
+
+    session_id: str
+    status: str
+    status_code: int | None
+    started: bool
+    driver_type: int | None
+    user_id: str | None
+    play_stream_addr: str | None
+    updated_at: str
+
+    @property
+    def terminal(self) -> bool:
+        """Closed or failed: no channel, no more drives."""
+        return self.status_code in TERMINAL
+
+    @property
+    def drivable(self) -> bool:
+        """In progress and started: the command channel may open (PROTOCOL A.3, A.4)."""
+        return self.status_code == 1 and self.started
+
+    def signature(self) -> Signature:
+        """Everything but `updated_at`."""
+        return (
+            self.status_code,
+            self.started,
+            self.driver_type,
+            self.user_id,
+            self.play_stream_addr,
+        )
+
+
+def info_signature(info: SessionInfo) -> Signature:
+    """The signature of a listed session, without building its state."""
+    return (
+        info.session_status,
+        info.is_session_started,
+        info.driver_type,
+        info.user_id,
+        info.play_stream_addr,
+    )
+
+
+def state_of(info: SessionInfo, *, known: SessionState | None = None) -> SessionState:
+    """A listed session as a state; fields the list lacks are kept from what was known."""
+    return SessionState(
+        session_id=info.session_id,
+        status=status_name(info.session_status),
+        status_code=info.session_status,
+        started=info.is_session_started,
+        driver_type=info.driver_type if info.driver_type is not None else _k(known, "driver_type"),
+        user_id=info.user_id if info.user_id is not None else _k(known, "user_id"),
+        play_stream_addr=info.play_stream_addr or _k(known, "play_stream_addr"),
+        updated_at=now_iso(),
+    )
+
+
+def _k(known: SessionState | None, name: str) -> Any:
+    return getattr(known, name) if known is not None else None
+
+
+Transition = Callable[[SessionState | None, SessionState], None]
+
+
+class SessionTracker:
+    """Live and recently closed sessions, their retained topics and their events."""
+
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        emitter: Emitter,
+        topics: Topics,
+        closed_retention: float,
+        on_transition: Transition,
+    ) -> None:
+        self._publisher = publisher
+        self._emitter = emitter
+        self._topics = topics
+        self._retention = closed_retention
+        self._on_transition = on_transition
+        self._states: dict[str, SessionState] = {}
+        self._signatures: dict[str, Signature] = {}
+        self._closed_at: dict[str, float] = {}
+        self._snapshot_dirty = False
+
+    def get(self, session_id: str) -> SessionState | None:
+        """The last known state of a session."""
+        return self._states.get(session_id)
+
+    @property
+    def live_count(self) -> int:
+        """Sessions not closed or failed."""
+        return sum(1 for s in self._states.values() if not s.terminal)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def apply_list(self, infos: Iterable[SessionInfo]) -> None:
+        """A full listing: diff, publish what changed, close what is gone."""
+        listed = set()
+        for info in infos:
+            listed.add(info.session_id)
+            if self._signatures.get(info.session_id) != info_signature(info):
+                known = self._states.get(info.session_id)
+                self.apply(state_of(info, known=known))
+        for sid, state in list(self._states.items()):
+            if sid not in listed and not state.terminal:
+                self.mark_closed(sid)  # left the list: closed (SPEC 3.4)
+        self.flush()
+
+    def apply(self, state: SessionState) -> None:
+        """One session's new state (from a poll or an action); publishes it if it changed."""
+        before = self._states.get(state.session_id)
+        if before is not None and before.signature() == state.signature():
+            return
+        self._states[state.session_id] = state
+        self._signatures[state.session_id] = state.signature()
+        self._publisher.set_retained(self._topics.ivh_state(state.session_id), dumps(asdict(state)))
+        self._snapshot_dirty = True
+        self._events(before, state)
+        self._on_transition(before, state)
+
+    def mark_closed(self, session_id: str) -> None:
+        """The session is closed (closed through the bridge, gone from the list, or 110013)."""
+        known = self._states.get(session_id)
+        if known is not None and known.status_code == 2:
+            return
+        base = known or SessionState(session_id, "closed", 2, False, None, None, None, "")
+        self.apply(replace(base, status="closed", status_code=2, updated_at=now_iso()))
+
+    def _events(self, before: SessionState | None, after: SessionState) -> None:
+        was = before.status if before else None
+        if was != after.status:
+            self._emitter.emit(
+                "ivh",
+                after.session_id,
+                "status_changed",
+                asdict(after),
+                before=was,
+                after=after.status,
+            )
+        if after.terminal:
+            self._closed_at.setdefault(after.session_id, time.monotonic())
+            if after.status_code == 2 and was != "closed":
+                self._emitter.emit("ivh", after.session_id, "session_closed", asdict(after))
+        else:
+            self._closed_at.pop(after.session_id, None)
+
+    # -- outputs --------------------------------------------------------------------------------
+    def expire(self) -> None:
+        """Clear the retained topics of sessions closed longer than `closed_retention`."""
+        limit = time.monotonic() - self._retention
+        for sid in [s for s, at in self._closed_at.items() if at <= limit]:
+            del self._closed_at[sid]
+            self._states.pop(sid, None)
+            self._signatures.pop(sid, None)
+            self._publisher.clear_retained(self._topics.ivh_state(sid))
+            self._publisher.clear_retained(self._topics.ivh_channel(sid))
+            self._emitter.forget("ivh", sid)
+            self._snapshot_dirty = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Publish the retained `sessions` snapshot if anything in it changed."""
+        if not self._snapshot_dirty:
+            return
+        self._snapshot_dirty = False
+        sessions = [asdict(s) for s in self._states.values()]
+        body = {"sessions": sessions, "updated_at": now_iso()}
+        self._publisher.set_retained(self._topics.ivh_sessions, dumps(body))

@@ -1,0 +1,320 @@
+"""The MQTT link: will, birth, reconnect, resubscribe, re-assert, publish with v5 properties.
+
+Every use of aiomqtt lives in this module. Publishes are non-blocking: they go into a bounded
+outbox that a drain task sends while connected, in order (paho queues each publish on the wire
+synchronously, so tasks started in FIFO order keep the outbox order per topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.config import MqttConfig
+from bridge.envelope import dumps
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+ONLINE = dumps({"state": "online"})
+OFFLINE_SHUTDOWN = dumps({"state": "offline", "reason": "shutdown"})
+OFFLINE_LOST = dumps({"state": "offline", "reason": "connection_lost"})
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message the bridge received, with the MQTT 5 properties it cares about."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 0
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    expiry: int | None = None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message waiting in the outbox."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    correlation_data: bytes | None = None
+
+
+InboundHandler = Callable[[Inbound], Awaitable[None]]
+
+
+class _Stop(Exception):
+    """Raised inside the connection task group to leave it on shutdown."""
+
+
+def backoff(initial: float, cap: float) -> Iterator[float]:
+    """Capped exponential backoff with full jitter."""
+    delay = initial
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(cap, delay * 2)
+
+
+class MqttLink:
+    """One broker connection, kept up forever; implements `bridge.envelope.Publisher`."""
+
+    def __init__(
+        self, config: MqttConfig, topics: Topics, *, subscriptions: list[str], outbox: int = 100_000
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._subscriptions = subscriptions
+        self._outbox: deque[Outbound] = deque()
+        self._outbox_max = outbox
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._retained: dict[str, bytes] = {}
+        self._inflight = 0
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.dropped = 0
+        self.on_connect: list[Callable[[], None]] = []
+
+    # -- Publisher -----------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, correlation_data: bytes | None = None) -> None:
+        """Queue a non-retained message."""
+        self._enqueue(Outbound(topic, payload, False, correlation_data))
+
+    def set_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message and remember it for re-assertion."""
+        self._retained[topic] = payload
+        self._enqueue(Outbound(topic, payload, True))
+
+    def clear_retained(self, topic: str) -> None:
+        """Clear a retained topic and forget it."""
+        self._retained.pop(topic, None)
+        self._enqueue(Outbound(topic, b"", True))
+
+    def retained_topics(self) -> list[str]:
+        """Topics whose retained state the bridge currently owns."""
+        return list(self._retained)
+
+    @property
+    def outbox_depth(self) -> int:
+        """Messages waiting to be sent."""
+        return len(self._outbox)
+
+    def _enqueue(self, message: Outbound) -> None:
+        if len(self._outbox) >= self._outbox_max:
+            self._drop_one()
+        self._outbox.append(message)
+        self._idle.clear()
+        self._wake.set()
+
+    def _drop_one(self) -> None:
+        # Retained state is re-asserted on reconnect anyway; drop the oldest message.
+        self._outbox.popleft()
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("MQTT outbox full: %d messages dropped so far", self.dropped)
+
+    # -- connection ------------------------------------------------------------------------------
+    async def run(self, on_message: InboundHandler) -> None:
+        """Connect, serve and reconnect until `close()`."""
+        delays = backoff(0.2, self._config.reconnect_max_delay)
+        while not self._stop.is_set():
+            try:
+                async with self._client() as client:
+                    delays = backoff(0.2, self._config.reconnect_max_delay)
+                    await self._serve(client, on_message)
+                return
+            except* aiomqtt.MqttError as group:
+                self._lost(group.exceptions[0])
+            if not self._stop.is_set():
+                await self._sleep(next(delays))
+
+    def _lost(self, exc: BaseException) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        log.warning(
+            "MQTT %s %s:%d: %s",
+            "connection lost to" if was_connected else "cannot connect to",
+            self._config.host,
+            self._config.port,
+            exc,
+        )
+
+    async def _sleep(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except TimeoutError:
+            return
+
+    async def _serve(self, client: aiomqtt.Client, on_message: InboundHandler) -> None:
+        await self._subscribe(client)
+        self._birth()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._pump(client, on_message), name="mqtt-inbound")
+                tg.create_task(self._drain(client, tg), name="mqtt-outbound")
+                tg.create_task(self._watch_stop(), name="mqtt-stop")
+        except* _Stop:
+            log.debug("MQTT link stopping")
+
+    def _birth(self) -> None:
+        """On every (re)connect: `online`, then every retained topic the bridge owns."""
+        if self.connected.is_set():
+            return
+        self.reconnects += 1
+        log.info("MQTT connected to %s:%d", self._config.host, self._config.port)
+        self._retained[self._topics.state] = ONLINE
+        for topic, payload in self._retained.items():
+            self._enqueue(Outbound(topic, payload, True))
+        self.connected.set()
+        for callback in self.on_connect:
+            callback()
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # Retain As Published lets the bridge see the retain flag of live commands (SPEC 3.6).
+        qos = self._config.qos
+        if self._config.protocol == 5:
+            opts = SubscribeOptions(qos=qos, retainAsPublished=True)
+            await client.subscribe([(topic, opts) for topic in self._subscriptions])
+        else:
+            plain: list[tuple[str, int]] = [(topic, qos) for topic in self._subscriptions]
+            await client.subscribe(plain)
+
+    async def _pump(self, client: aiomqtt.Client, on_message: InboundHandler) -> None:
+        async for message in client.messages:
+            await on_message(_inbound(message))
+
+    async def _drain(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        slots = asyncio.Semaphore(256)
+        while True:
+            if not self._outbox:
+                if self._inflight == 0:
+                    self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await slots.acquire()
+            message = self._outbox.popleft()
+            self._inflight += 1
+            tg.create_task(self._send(client, message, slots))
+
+    async def _send(self, client: aiomqtt.Client, msg: Outbound, slots: asyncio.Semaphore) -> None:
+        try:
+            await client.publish(
+                msg.topic,
+                msg.payload,
+                qos=self._config.qos,
+                retain=msg.retain,
+                properties=self._properties(msg),
+            )
+        except aiomqtt.MqttError:
+            self._outbox.appendleft(msg)  # sent again after the reconnect
+            raise
+        finally:
+            self._inflight -= 1
+            slots.release()
+            if self._inflight == 0 and not self._outbox:
+                self._idle.set()
+                self._wake.set()
+
+    def _properties(self, msg: Outbound) -> Properties | None:
+        if msg.correlation_data is None or self._config.protocol != 5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.CorrelationData = msg.correlation_data
+        return props
+
+    async def _watch_stop(self) -> None:
+        await self._stop.wait()
+        raise _Stop
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Publish `offline`/`shutdown`, flush the outbox (bounded), disconnect cleanly."""
+        self.set_retained(self._topics.state, OFFLINE_SHUTDOWN)
+        if self.connected.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                log.warning("MQTT: %d messages not flushed before shutdown", len(self._outbox))
+        self._stop.set()
+        self.connected.clear()
+
+    # -- client construction ------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        cfg = self._config
+        v5 = cfg.protocol == 5
+        kwargs: dict[str, Any] = {
+            "identifier": cfg.effective_client_id(),
+            "username": cfg.username,
+            "password": cfg.password.get_secret_value() if cfg.password else None,
+            "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            "will": aiomqtt.Will(self._topics.state, OFFLINE_LOST, qos=1, retain=True),
+            "keepalive": cfg.keepalive,
+            "timeout": 10.0,
+            "tls_context": tls_context(cfg) if cfg.tls else None,
+            "max_inflight_messages": 256,
+            # Small MQTT packets (PUBACKs, replies) must not wait ~40 ms for Nagle + delayed ACK.
+            "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        }
+        if v5:
+            kwargs["clean_start"] = cfg.clean_start
+            kwargs["properties"] = _connect_properties(cfg)
+        else:
+            kwargs["clean_session"] = cfg.clean_start
+        return aiomqtt.Client(cfg.host, cfg.port, **kwargs)
+
+
+def _connect_properties(cfg: MqttConfig) -> Properties | None:
+    if not cfg.session_expiry:
+        return None
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = cfg.session_expiry
+    return props
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """TLS for `mqtts://`: CA and client certificate; `tls_insecure` skips verification."""
+    ctx = ssl.create_default_context(cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
+    if cfg.tls_cert_file:
+        key = str(cfg.tls_key_file) if cfg.tls_key_file else None
+        ctx.load_cert_chain(str(cfg.tls_cert_file), key)
+    if cfg.tls_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _inbound(message: aiomqtt.Message) -> Inbound:
+    props = message.properties
+    payload = message.payload
+    if isinstance(payload, str):
+        payload = payload.encode()
+    elif not isinstance(payload, bytes | bytearray):
+        payload = b"" if payload is None else str(payload).encode()
+    return Inbound(
+        topic=message.topic.value,
+        payload=bytes(payload),
+        retain=bool(message.retain),
+        qos=int(message.qos),
+        response_topic=getattr(props, "ResponseTopic", None) if props else None,
+        correlation_data=getattr(props, "CorrelationData", None) if props else None,
+        expiry=getattr(props, "MessageExpiryInterval", None) if props else None,
+    )

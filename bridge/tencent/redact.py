@@ -1,0 +1,31 @@
+"""A logging filter removing credentials from URLs that libraries log.
+
+httpx logs every request URL at INFO ("HTTP Request: POST https://...?usersig=..."), and a Desk
+URL carries the admin UserSig, a bearer credential valid for a day (PROTOCOL B.1, B.2). IVH and
+command-channel URLs carry a signature (PROTOCOL A.2). Attach the filter to the log *handlers*
+(a logger's own filters do not see records propagated from child loggers).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_SECRET_PARAMS = re.compile(r"\b(usersig|signature)=[^&\s\"'>]*", re.IGNORECASE)
+
+
+def redact_query(text: str) -> str:
+    """`text` with the values of `usersig=` and `signature=` replaced by `***`."""
+    return _SECRET_PARAMS.sub(r"\1=***", text)
+
+
+class RedactQueryFilter(logging.Filter):
+    """Rewrites any record whose message holds `usersig=` or `signature=` values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drops a record."""
+        message = record.getMessage()
+        redacted = redact_query(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

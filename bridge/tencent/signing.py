@@ -1,0 +1,99 @@
+"""IVH request signing (PROTOCOL A.2): pure functions, the command-channel URL, an `httpx.Auth`.
+
+The signature is `base64(HMAC-SHA256(key=accesstoken, msg=<sorted "k=v" pairs joined by "&">))`
+over every query parameter except `signature`; the body is not signed. It goes into the URL
+URL-encoded with `quote(safe='')`, because a raw `+`, `/` or `=` fails intermittently.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Generator, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+from pydantic import SecretStr
+
+CHANNEL_PATH = "/v2/ws/ivh/interactdriver/interactdriverservice/commandchannel"
+_WS_SCHEMES = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
+
+
+def signing_content(params: Mapping[str, str]) -> str:
+    """The signed string: parameters sorted by name, `name=value` joined by `&` (PROTOCOL A.2)."""
+    # Values go in raw, not URL-encoded, as in the official examples (PROTOCOL A.2 step 2).
+    return "&".join(f"{name}={params[name]}" for name in sorted(params) if name != "signature")
+
+
+def ivh_signature(params: Mapping[str, str], access_token: str) -> str:
+    """The raw standard-base64 signature; the access token is the HMAC key (PROTOCOL A.2)."""
+    message = signing_content(params).encode("utf-8")
+    digest = hmac.new(access_token.encode("utf-8"), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def signed_query(params: Mapping[str, str], access_token: str) -> str:
+    """The query string of `params` plus their URL-encoded `signature`."""
+    signature = ivh_signature(params, access_token)
+    pairs = [f"{quote(name, safe='')}={quote(params[name], safe='')}" for name in sorted(params)]
+    pairs.append(f"signature={quote(signature, safe='')}")
+    return "&".join(pairs)
+
+
+def ivh_query(
+    *, appkey: str, access_token: str, timestamp: int, requestid: str | None = None
+) -> str:
+    """The full signed query: `appkey`, `[requestid]`, `timestamp`, `signature`."""
+    params = {"appkey": appkey, "timestamp": str(timestamp)}
+    if requestid is not None:
+        params["requestid"] = requestid
+    return signed_query(params, access_token)
+
+
+def channel_url(
+    ws_base: str,
+    *,
+    appkey: str,
+    access_token: str,
+    session_id: str,
+    timestamp: int | None = None,
+) -> str:
+    """The signed command-channel URL; `requestid` must be the SessionId (PROTOCOL A.4)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    query = ivh_query(appkey=appkey, access_token=access_token, timestamp=ts, requestid=session_id)
+    return f"{ws_base}?{query}"
+
+
+def default_channel_url(base_url: str) -> str:
+    """The command-channel URL on the same host as the HTTPS gateway (PROTOCOL A.1, A.4)."""
+    parts = urlsplit(base_url)
+    scheme = _WS_SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: scheme {parts.scheme!r}")
+    path = parts.path.rstrip("/") + CHANNEL_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class IvhAuth(httpx.Auth):
+    """Signs every request, and every retry, with a fresh timestamp (PROTOCOL A.2, C.2)."""
+
+    def __init__(
+        self, *, appkey: str, access_token: SecretStr | str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._appkey = appkey
+        self._token = SecretStr(access_token) if isinstance(access_token, str) else access_token
+        self._clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Replace the query with the signed one (existing parameters are kept and signed)."""
+        params = dict(request.url.params)
+        params.update(appkey=self._appkey, timestamp=str(int(self._clock())))
+        params.pop("signature", None)
+        query = signed_query(params, self._token.get_secret_value())
+        request.url = request.url.copy_with(query=query.encode("ascii"))
+        yield request
+
+    def __repr__(self) -> str:
+        return f"IvhAuth(appkey={self._appkey!r}, access_token=SecretStr('**********'))"

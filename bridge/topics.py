@@ -1,0 +1,145 @@
+"""The only module that builds or parses topic strings (SPEC 2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+# Per-session shorthand topic leaf -> action (SPEC 2.2, 2.3).
+SHORTHANDS: dict[str, dict[str, str]] = {
+    "ivh": {
+        "close": "ivh/close_session",
+        "get": "ivh/get_session",
+        "text": "ivh/send_text",
+        "stream": "ivh/stream_text",
+        "interrupt": "ivh/interrupt",
+        "command": "ivh/send_command",
+    },
+    "desk": {
+        "stream": "desk/send_stream",
+        "get": "desk/get_session_state",
+        "watch": "desk/watch",
+    },
+}
+
+
+def valid_session_id(value: object) -> bool:
+    """Whether `value` is a session id the bridge accepts (SPEC 2)."""
+    return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an incoming message goes: an action, and the session id a shorthand topic carried."""
+
+    action: str
+    session_id: str | None = None
+    shorthand: bool = False
+    leaf: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BadRoute:
+    """A message on a subscribed topic that names no valid action or session."""
+
+    reason: str
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one bridge, under its base topic."""
+
+    base: str
+
+    # -- bridge (SPEC 2.1) ------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """Retained online/offline state, also the last will."""
+        return f"{self.base}/bridge/state"
+
+    @property
+    def info(self) -> str:
+        """Retained version and effective config."""
+        return f"{self.base}/bridge/info"
+
+    @property
+    def health(self) -> str:
+        """Retained periodic health."""
+        return f"{self.base}/bridge/health"
+
+    @property
+    def bridge_event(self) -> str:
+        """Bridge-level events."""
+        return f"{self.base}/bridge/event"
+
+    def request(self, action: str) -> str:
+        """Where a client publishes a request for `action`."""
+        return f"{self.base}/bridge/request/{action}"
+
+    def response(self, action: str) -> str:
+        """Where the bridge answers `action` when the request had no Response Topic."""
+        return f"{self.base}/bridge/response/{action}"
+
+    # -- sessions (SPEC 2.2, 2.3) -------------------------------------------------------------
+    @property
+    def ivh_sessions(self) -> str:
+        """Retained snapshot of every live IVH session."""
+        return f"{self.base}/ivh/sessions"
+
+    def session(self, service: str, session_id: str, leaf: str) -> str:
+        """`<base>/<service>/<sid>/<leaf>`; the id must already be validated."""
+        return f"{self.base}/{service}/{session_id}/{leaf}"
+
+    def ivh_state(self, session_id: str) -> str:
+        """Retained IVH session state."""
+        return self.session("ivh", session_id, "state")
+
+    def ivh_channel(self, session_id: str) -> str:
+        """Retained command-channel state."""
+        return self.session("ivh", session_id, "channel")
+
+    def desk_state(self, session_id: str) -> str:
+        """Retained Desk session state."""
+        return self.session("desk", session_id, "state")
+
+    def event(self, service: str, session_id: str) -> str:
+        """Per-session event stream."""
+        return self.session(service, session_id, "event")
+
+    # -- inbound -------------------------------------------------------------------------------
+    def subscriptions(self, services: tuple[str, ...] = ("ivh", "desk")) -> list[str]:
+        """Every command topic filter the bridge subscribes to."""
+        subs = [f"{self.base}/bridge/request/#"]
+        for service in services:
+            subs += [f"{self.base}/{service}/+/{leaf}" for leaf in SHORTHANDS[service]]
+        return subs
+
+    def parse(self, topic: str) -> Route | BadRoute | None:
+        """Resolve an inbound topic; None when it is not a command topic of this bridge."""
+        prefix = self.base + "/"
+        if not topic.startswith(prefix):
+            return None
+        parts = topic[len(prefix) :].split("/")
+        if parts[:2] == ["bridge", "request"]:
+            return _parse_request(parts[2:])
+        if len(parts) == 3 and parts[0] in SHORTHANDS:
+            return _parse_shorthand(parts[0], parts[1], parts[2])
+        return None
+
+
+def _parse_request(rest: list[str]) -> Route | BadRoute:
+    if len(rest) != 2 or not all(rest):
+        return BadRoute("a request topic is <base>/bridge/request/<service>/<action>")
+    return Route(action="/".join(rest))
+
+
+def _parse_shorthand(service: str, session_id: str, leaf: str) -> Route | BadRoute | None:
+    action = SHORTHANDS[service].get(leaf)
+    if action is None:
+        return None
+    if not valid_session_id(session_id):
+        return BadRoute("the session id in the topic is not valid", action=action)
+    return Route(action=action, session_id=session_id, shorthand=True, leaf=leaf)

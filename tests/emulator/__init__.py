@@ -1,0 +1,1 @@
+"""Tests of the Tencent Cloud emulator (bridge.emulator), over real sockets."""

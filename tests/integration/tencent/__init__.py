@@ -1,0 +1,1 @@
+"""Tencent API clients over real sockets."""

@@ -1,0 +1,156 @@
+"""The clients over real sockets: connection refused, a silent server, a real HTTP answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from bridge.errors import UpstreamError
+from bridge.tencent.desk import DeskClient
+from bridge.tencent.ivh import IvhClient
+from bridge.tencent.observe import CallRecord
+from bridge.tencent.retry import RetryPolicy
+
+FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
+TIMEOUT = httpx.Timeout(0.3)
+
+
+class Records(list[CallRecord]):
+    """A `CallObserver` keeping every record."""
+
+    def __call__(self, record: CallRecord, /) -> None:
+        self.append(record)
+
+
+def _closed_port() -> int:
+    """A port that refuses connections: bound, then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class TinyServer:
+    """An HTTP/1.1 server on port 0: counts requests, answers `reply` (or never, if None)."""
+
+    def __init__(self, reply: dict[str, object] | None) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        self.requests.append(head + await reader.readexactly(length))
+        if self.reply is None:
+            await reader.read()  # silent: wait until the client gives up
+            return
+        body = json.dumps(self.reply).encode()
+        status = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        writer.write(status.encode() + b"Content-Type: application/json\r\n\r\n" + body)
+        await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def serving(reply: dict[str, object] | None) -> AsyncIterator[tuple[TinyServer, str]]:
+    """Run a TinyServer; yield it and its base URL; close every connection on exit."""
+    tiny = TinyServer(reply)
+    server = await asyncio.start_server(tiny.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield tiny, f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for writer in tiny.writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)
+
+
+def _desk(http: httpx.AsyncClient, base: str, records: Records) -> DeskClient:
+    return DeskClient(
+        http, base_url=base, sdkappid=1, identifier="admin", secret_key="k", retry=FAST,
+        observer=records,
+    )  # fmt: skip
+
+
+def _ivh(http: httpx.AsyncClient, base: str, records: Records) -> IvhClient:
+    return IvhClient(
+        http, base_url=base, appkey="a", access_token="t", retry=FAST, observer=records
+    )
+
+
+async def _fails(call: Callable[[], Awaitable[object]]) -> UpstreamError:
+    with pytest.raises(UpstreamError) as info:
+        await call()
+    return info.value
+
+
+async def test_send_stream_msg_is_retried_on_connection_refused() -> None:
+    records = Records()
+    base = f"http://127.0.0.1:{_closed_port()}"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        client = _desk(http, base, records)
+        error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
+    assert (error.code, error.retryable) == ("upstream_unavailable", True)
+    assert [(r.outcome, r.attempts) for r in records] == [("upstream_unavailable", 3)]
+
+
+async def test_ivh_is_retried_on_connection_refused() -> None:
+    records = Records()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        client = _ivh(http, f"http://127.0.0.1:{_closed_port()}", records)
+        await _fails(lambda: client.stat_session("m1"))
+    assert [r.attempts for r in records] == [3]
+
+
+async def test_send_stream_msg_is_sent_once_when_the_server_is_silent() -> None:
+    records = Records()
+    async with serving(None) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+        client = _desk(http, base, records)
+        error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
+    assert error.code == "timeout"
+    assert len(server.requests) == 1
+
+
+async def test_an_idempotent_call_is_retried_when_the_server_is_silent() -> None:
+    records = Records()
+    async with serving(None) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+        client = _ivh(http, base, records)
+        error = await _fails(lambda: client.stat_session("m1"))
+    assert error.code == "timeout"
+    assert len(server.requests) == 3
+
+
+async def test_a_real_answer_is_parsed() -> None:
+    reply: dict[str, object] = {
+        "ActionStatus": "OK",
+        "ErrorInfo": "",
+        "ErrorCode": 0,
+        "SessionId": "s",
+        "CurrentState": "Not in session",
+        "AgentId": "",
+    }
+    async with serving(reply) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+        state = await _desk(http, base, Records()).get_session_state(session_id="s")
+    assert (state.state, state.raw_state) == ("not_in_session", "Not in session")
+    [request] = server.requests
+    assert request.startswith(b"POST /v4/desk_http_svc/get_session_state?sdkappid=1&")
+    assert request.endswith(b'{"SessionId":"s"}')

@@ -1,0 +1,115 @@
+"""Availability (SPEC 2.1, 3.1, 3.8): birth, will, shutdown, reconnect, re-assert."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.bridge import BridgeProcess, running, settings_for
+from tests.support.broker import Broker
+from tests.support.mqtt_probe import Probe
+
+
+def bridge_env(broker: Broker, base: str) -> dict[str, str]:
+    return {
+        "TENCENT2MQTT_MQTT__URL": broker.url,
+        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
+        "TENCENT2MQTT_MQTT__KEEPALIVE": "5",
+        "TENCENT2MQTT_IVH__ENABLED": "false",
+        "TENCENT2MQTT_DESK__ENABLED": "false",
+    }
+
+
+async def test_sigterm_publishes_offline_shutdown_and_exits_0(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    proc = BridgeProcess(bridge_env(broker, base), tmp_path)
+    async with Probe(broker.port, base) as probe:
+        proc.start()
+        try:
+            await probe.wait_json("bridge/state", lambda s: s["state"] == "online", timeout=15)
+            proc.signal(signal.SIGTERM)
+            state = await probe.wait_json("bridge/state", lambda s: s["state"] == "offline")
+            code = await asyncio.to_thread(proc.wait)
+        finally:
+            proc.stop()
+    assert state == {"state": "offline", "reason": "shutdown"}
+    assert code == 0, proc.log()
+
+
+async def test_sigkill_fires_the_will(broker: Broker, base: str, tmp_path: Path) -> None:
+    proc = BridgeProcess(bridge_env(broker, base), tmp_path)
+    async with Probe(broker.port, base) as probe:
+        proc.start()
+        try:
+            await probe.wait_json("bridge/state", lambda s: s["state"] == "online", timeout=15)
+            proc.signal(signal.SIGKILL)
+            state = await probe.wait_json("bridge/state", lambda s: s["state"] == "offline")
+        finally:
+            proc.stop()
+    assert state == {"state": "offline", "reason": "connection_lost"}
+
+
+async def test_state_is_retained_for_late_subscribers(broker: Broker, base: str) -> None:
+    async with running(settings_for(broker.url, base)):
+        await asyncio.sleep(0.3)
+        async with Probe(broker.port, base) as probe:
+            msg = await probe.wait_for(lambda m: m.topic == f"{base}/bridge/state")
+    assert msg.retain and msg.json() == {"state": "online"}
+
+
+async def test_reconnects_resubscribes_and_reasserts(own_broker: Broker, base: str) -> None:
+    settings = settings_for(own_broker.url, base, mqtt={"reconnect_max_delay": 0.5})
+    async with running(settings) as app:
+        own_broker.restart()  # a killed mosquitto without persistence forgets retained state
+        async with asyncio.timeout(10):
+            while app.link.reconnects < 2 or not app.link.connected.is_set():
+                await asyncio.sleep(0.05)
+        async with Probe(own_broker.port, base) as probe:
+            state = await probe.wait_json("bridge/state")
+            info = await probe.wait_json("bridge/info")
+            reply = await probe.request("bridge/health_check")
+    assert state == {"state": "online"}
+    assert info["base_topic"] == base
+    assert reply["status"] == "ok"
+    assert reply["data"]["mqtt"]["reconnects"] >= 1
+
+
+def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text('[mqtt]\nurl = "http://nowhere"\nqos = 7\n[ivh]\npoll_interval = 0\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "mqtt.url:" in result.stderr
+    assert "mqtt.qos:" in result.stderr
+    assert "ivh.poll_interval:" in result.stderr
+
+
+def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        '[mqtt]\npassword = "pw-SECRET-1"\n[ivh]\nappkey = "k"\naccess_token = "tok-SECRET-2"\n'
+        '[desk]\nsdkappid = 1400000000\nidentifier = "admin"\n'
+    )
+    secret_file = tmp_path / "desk_key"
+    secret_file.write_text("key-SECRET-3\n")
+    env = {"TENCENT2MQTT_DESK__SECRET_KEY_FILE": str(secret_file), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SECRET" not in result.stdout + result.stderr
+    assert 'password = "**********"' in result.stdout
+    assert "# desk: enabled" in result.stdout

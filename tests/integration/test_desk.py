@@ -1,0 +1,153 @@
+"""Contact Center over MQTT, end to end: real mosquitto, the emulator over sockets, the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from bridge.app import App
+from bridge.emulator import Emulator
+from tests.support.bridge import running, settings_for
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator, upstream_sections
+from tests.support.mqtt_probe import Probe
+
+
+@dataclass
+class World:
+    app: App
+    emu: Emulator
+    admin: Admin
+    probe: Probe
+
+
+@pytest.fixture
+async def world(broker: Broker, base: str) -> AsyncIterator[World]:
+    async with emulator() as emu, Admin(emu) as admin:
+        sections = upstream_sections(emu, ivh={"enabled": False})
+        async with (
+            running(settings_for(broker.url, base, **sections)) as app,
+            Probe(broker.port, base) as probe,
+        ):
+            yield World(app, emu, admin, probe)
+
+
+async def test_500_chunks_coalesce_into_one_ordered_message(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session(state="chatbot")
+    # a real upstream round trip: chunks published meanwhile must be joined into the next call
+    await w.admin.fault("send_stream_msg", 1000, latency_ms=20)
+    chunks = [f"<{i}:" + "x" * (i % 7) + ">" for i in range(500)]
+    for chunk in chunks:
+        await w.probe.publish(f"desk/{sid}/stream", chunk.encode())
+    await w.probe.publish(f"desk/{sid}/stream", {"chunk": "!", "finish": True})
+    done = await w.probe.wait_json("bridge/response/desk/send_stream", timeout=20)
+    assert done["status"] == "ok", done
+    finished = await w.probe.wait_json(
+        f"desk/{sid}/event", lambda e: e["type"] == "stream_finished"
+    )
+    messages = await w.admin.messages(sid)
+    assert len(messages) == 1
+    msg = messages[0]
+    assert msg["text"] == "".join(chunks) + "!"
+    assert msg["finished"] is True
+    assert msg["calls"] < len(chunks)
+    assert finished["data"]["chunks"] == 501 and finished["data"]["calls"] == msg["calls"]
+    assert finished["data"]["msg_key"] == msg["msg_key"] == done["data"]["msg_key"]
+    # only the finish (and no chunk) was answered
+    assert len(w.probe.on("bridge/response/desk/send_stream")) == 1
+
+
+async def test_next_chunk_after_finish_starts_a_new_message(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    for body in ({"chunk": "a", "finish": True}, {"chunk": "b", "finish": True}):
+        reply = await w.probe.request("desk/send_stream", {"session_id": sid, **body})
+        assert reply["status"] == "ok"
+    messages = await w.admin.messages(sid)
+    assert [m["text"] for m in messages] == ["a", "b"]
+    assert messages[0]["msg_key"] != messages[1]["msg_key"]
+
+
+async def test_two_sessions_stream_at_once_without_mixing(world: World) -> None:
+    w = world
+    a, b = await w.admin.desk_session(), await w.admin.desk_session()
+    for i in range(100):
+        await w.probe.publish(f"desk/{a}/stream", f"a{i},".encode())
+        await w.probe.publish(f"desk/{b}/stream", f"b{i},".encode())
+    for sid in (a, b):
+        await w.probe.publish(f"desk/{sid}/stream", {"chunk": "", "finish": True})
+    for _ in range(2):
+        await w.probe.wait_json(
+            "bridge/response/desk/send_stream",
+            timeout=20,
+            check=lambda r: len(w.probe.on("bridge/response/desk/send_stream")) == 2,
+        )
+    for sid, prefix in ((a, "a"), (b, "b")):
+        (msg,) = await w.admin.messages(sid)
+        assert msg["text"] == "".join(f"{prefix}{i}," for i in range(100))
+
+
+async def test_oversize_chunk_is_refused(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    reply = await w.probe.request("desk/send_stream", {"session_id": sid, "chunk": "x" * 13 * 1024})
+    assert reply["error"]["code"] == "payload_too_large"
+    assert await w.admin.messages(sid) == []
+
+
+async def test_failed_call_fails_its_chunks_and_the_stream_goes_on(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    await w.admin.fault("send_stream_msg", 1, error_code=141004)
+    bad = await w.probe.request("desk/send_stream", {"session_id": sid, "chunk": "lost "})
+    assert bad["error"]["code"] == "invalid_payload" and bad["error"]["upstream_code"] == 141004
+    ok = await w.probe.request(
+        "desk/send_stream", {"session_id": sid, "chunk": "kept", "finish": True}
+    )
+    assert ok["status"] == "ok"
+    (msg,) = await w.admin.messages(sid)
+    assert msg["text"] == "kept"
+
+
+async def test_state_changes_are_watched_and_end(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session(state="chatbot")
+    await w.probe.publish(f"desk/{sid}/watch", {"interval": 0.1})
+    first = await w.probe.wait_json(f"desk/{sid}/state")
+    assert first["state"] == "chatbot"
+    await w.admin.desk_state(sid, "agent", "agent@example.com")
+    state = await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "agent")
+    assert state["agent_id"] == "agent@example.com" and state["raw_state"] == "Agent"
+    change = await w.probe.wait_json(
+        f"desk/{sid}/event", lambda e: e["type"] == "state_changed" and e["after"] == "agent"
+    )
+    assert change["before"] == "chatbot"
+    await w.admin.end_desk(sid)
+    ended = await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "session_ended")
+    assert ended["after"] == "ended"
+    await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "ended")
+    calls = len(await w.admin.journal("get_session_state"))
+    await asyncio.sleep(0.5)
+    assert len(await w.admin.journal("get_session_state")) == calls  # no longer polled
+
+
+async def test_get_by_user_and_shorthand(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session(
+        state="queuing", client_user_id="u1", customer_service_id="@cs"
+    )
+    by_user = await w.probe.request(
+        "desk/get_session_state", {"client_user_id": "u1", "customer_service_id": "@cs"}
+    )
+    assert by_user["data"]["session_id"] == sid and by_user["data"]["state"] == "queuing"
+    await w.probe.publish(f"desk/{sid}/get", b"")
+    got = await w.probe.wait_json(
+        "bridge/response/desk/get_session_state", lambda r: r["session_id"] == sid
+    )
+    assert got["status"] == "ok"
+    missing = await w.probe.request("desk/get_session_state", {"session_id": "nope"})
+    assert missing["error"]["code"] == "session_not_found"

@@ -1,0 +1,231 @@
+"""Digital Human over MQTT, end to end: real mosquitto, the emulator over sockets, the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bridge.app import App
+from bridge.emulator import Emulator
+from tests.support.bridge import running, settings_for
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator, upstream_sections
+from tests.support.mqtt_probe import Probe
+
+
+@dataclass
+class World:
+    app: App
+    emu: Emulator
+    admin: Admin
+    probe: Probe
+
+
+@pytest.fixture
+async def world(broker: Broker, base: str) -> AsyncIterator[World]:
+    async with emulator() as emu, Admin(emu) as admin:
+        sections = upstream_sections(emu, desk={"enabled": False})
+        async with (
+            running(settings_for(broker.url, base, **sections)) as app,
+            Probe(broker.port, base) as probe,
+        ):
+            yield World(app, emu, admin, probe)
+
+
+async def create_started(w: World, user: str = "kiosk-1") -> str:
+    reply = await w.probe.request(
+        "ivh/create_session",
+        {
+            "virtualman_project_id": "proj-1",
+            "user_id": user,
+            "protocol": "webrtc",
+            "driver_type": 1,
+        },
+    )
+    assert reply["status"] == "ok", reply
+    sid = str(reply["data"]["session_id"])
+    await w.probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+    started = await w.probe.request("ivh/start_session", {"session_id": sid})
+    assert started["status"] == "ok", started
+    await w.probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected")
+    return sid
+
+
+def events(w: World, sid: str, kind: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in w.probe.on(f"ivh/{sid}/event") if kind is None or e["type"] == kind]
+
+
+async def wait_event(w: World, sid: str, check: Any, timeout: float = 5.0) -> dict[str, Any]:
+    return dict(await w.probe.wait_json(f"ivh/{sid}/event", check, timeout=timeout))
+
+
+async def test_create_start_drive_close_and_clear(world: World) -> None:
+    w = world
+    sid = await create_started(w)
+    reply = await w.probe.request(
+        "ivh/send_text", {"session_id": sid, "text": "hello", "chat_command": "NotUseChat"}
+    )
+    assert reply["status"] == "ok", reply
+    req_id = reply["data"]["req_id"]
+    await wait_event(
+        w,
+        sid,
+        lambda e: (
+            e["type"] == "speak_status"
+            and e["data"]["req_id"] == req_id
+            and e["data"]["speak_status"] == "TextOver"
+        ),
+    )
+    statuses = [
+        e["data"]["speak_status"]
+        for e in events(w, sid, "speak_status")
+        if e["data"]["req_id"] == req_id
+    ]
+    assert statuses.index("TextStart") < statuses.index("TextOver")
+    assert all("raw" in e["data"] for e in events(w, sid, "speak_status"))
+    seqs = [e["seq"] for e in events(w, sid)]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    closed = await w.probe.request("ivh/close_session", {"session_id": sid})
+    assert closed["status"] == "ok"
+    state = await w.probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "closed")
+    assert state["status_code"] == 2
+    await wait_event(w, sid, lambda e: e["type"] == "session_closed")
+    await w.probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "closed")
+    # after closed_retention (1 s) the retained topics are cleared
+    state_topic = f"{w.probe.base}/ivh/{sid}/state"
+    await w.probe.wait_for(lambda m: m.topic == state_topic and m.payload == b"", timeout=5)
+    snapshot = await w.probe.wait_json(
+        "ivh/sessions", lambda s: all(x["session_id"] != sid for x in s["sessions"])
+    )
+    assert snapshot["sessions"] == []
+
+
+async def test_shorthand_close_and_get(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-2")
+    await w.probe.publish(f"ivh/{sid}/get", b"")
+    got = await w.probe.wait_json("bridge/response/ivh/get_session")
+    assert got["status"] == "ok" and got["data"]["started"] is True
+    assert got["session_id"] == sid
+    await w.probe.publish(f"ivh/{sid}/close", b"{}")
+    done = await w.probe.wait_json("bridge/response/ivh/close_session")
+    assert done["status"] == "ok"
+    await w.probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "closed")
+
+
+async def test_status_changes_in_the_cloud_become_events(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-3")
+    await w.admin.set_ivh_status(sid, 2)
+    event = await wait_event(
+        w, sid, lambda e: e["type"] == "status_changed" and e["after"] == "closed"
+    )
+    assert event["before"] == "in_progress"
+    await w.probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "closed")
+    await asyncio.sleep(0.6)
+    channel_states = [c["state"] for c in w.probe.on(f"ivh/{sid}/channel")]
+    assert channel_states[-1] == "closed"  # a closed session's channel is not reopened
+
+
+async def test_dropped_socket_reconnects_without_duplicate_events(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-4")
+    for text in ("one", "two"):
+        reply = await w.probe.request(
+            "ivh/send_text", {"session_id": sid, "text": text, "chat_command": "NotUseChat"}
+        )
+        req = reply["data"]["req_id"]
+        await wait_event(
+            w,
+            sid,
+            lambda e, r=req: (
+                e["data"].get("req_id") == r and e["data"].get("speak_status") == "TextOver"
+            ),
+        )
+    before = len(events(w, sid, "speak_status"))
+    await w.admin.drop(sid)
+    await w.probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "reconnecting")
+    await w.probe.wait_json(
+        f"ivh/{sid}/channel",
+        lambda c: c["state"] == "connected" and w.app.features[0].status()["open_channels"] == 1,
+    )
+    await asyncio.sleep(0.5)  # the cloud re-sends the last drives' speak status now
+    keys = [
+        (e["data"]["req_id"], e["data"]["speak_status"], e["data"].get("seq"))
+        for e in events(w, sid, "speak_status")
+    ]
+    assert len(keys) == len(set(keys)) == before
+    journal = await w.admin.journal("commandchannel")
+    assert any(e.get("kind") == "ws_open" for e in journal)
+
+
+async def test_text_drives_are_paced(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-5")
+    replies = await asyncio.gather(
+        *[w.probe.request("ivh/send_text", {"session_id": sid, "text": f"t{i}"}) for i in range(2)]
+    )
+    assert all(r["status"] == "ok" for r in replies)
+    frames = [
+        e
+        for e in await w.admin.journal("")
+        if e.get("kind") == "ws_in" and _command(e) == "SEND_TEXT"
+    ]
+    assert len(frames) == 2
+    assert frames[1]["ts"] - frames[0]["ts"] >= 0.95
+
+
+def _command(entry: dict[str, Any]) -> str | None:
+    frame = entry.get("frame") or entry.get("body") or {}
+    payload = frame.get("Payload", frame) if isinstance(frame, dict) else {}
+    return payload.get("Command") if isinstance(payload, dict) else None
+
+
+async def test_stream_text_and_interrupt(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-6")
+    first = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "Hello, "})
+    second = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "world."})
+    assert first["data"]["req_id"] == second["data"]["req_id"]
+    assert (first["data"]["seq"], second["data"]["seq"]) == (1, 2)
+    stop = await w.probe.request("ivh/interrupt", {"session_id": sid})
+    assert stop["data"] == {"req_id": first["data"]["req_id"], "command": "SEND_STREAMTEXT"}
+    sent = [e for e in await w.admin.journal("") if _command(e) == "SEND_STREAMTEXT"]
+    data = [(e.get("frame") or e.get("body") or {})["Payload"]["Data"] for e in sent]
+    assert data[-1]["Interrupt"] is True and data[-1]["Seq"] == 3 and data[-1]["Text"] == ""
+    nxt = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "x", "final": True})
+    assert nxt["data"]["req_id"] != first["data"]["req_id"] and nxt["data"]["seq"] == 1
+
+
+async def test_drive_limits_and_states(world: World) -> None:
+    w = world
+    created = await w.probe.request(
+        "ivh/create_session",
+        {
+            "virtualman_project_id": "p",
+            "user_id": "kiosk-7",
+            "protocol": "webrtc",
+            "driver_type": 1,
+        },
+    )
+    sid = created["data"]["session_id"]
+    early = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "hi"})
+    assert early["error"]["code"] == "channel_unavailable"
+    big = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "é" * 2001})
+    assert big["error"]["code"] == "payload_too_large"
+    await w.probe.request("ivh/close_session", {"session_id": sid})
+    late = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "hi"})
+    assert late["error"]["code"] == "session_closed"
+
+
+async def test_llm_content_events(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-8")
+    await w.probe.request("ivh/send_text", {"session_id": sid, "text": "what is MQTT?"})
+    event = await wait_event(w, sid, lambda e: e["type"] == "llm_content")
+    assert "text" in event["data"] and "raw" in event["data"]
