@@ -84,6 +84,7 @@ class App:
             settings=settings, topics=self.topics, publisher=self.link, snapshot=self.snapshot
         )
         self.registry.include(self.bridge)
+        self.link.on_connect.append(self.bridge.publish_health)  # "connected" as of now
         self.features = self._build_features()
         self.dispatcher = Dispatcher(
             registry=self.registry,

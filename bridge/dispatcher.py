@@ -154,9 +154,10 @@ class Dispatcher:
             self._dedup.finish(ctx, None)
             return
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        created = data.get("session_id") if isinstance(data, dict) else None
         envelope = ok_response(
             transaction=ctx.transaction,
-            session_id=ctx.session_id,
+            session_id=ctx.session_id or created,
             data={} if data is None else data,
             elapsed_ms=(time.monotonic() - ctx.started) * 1000,
         )

@@ -176,17 +176,26 @@ class MqttLink:
             log.debug("MQTT link stopping")
 
     def _birth(self) -> None:
-        """On every (re)connect: `online`, then every retained topic the bridge owns."""
+        """On every (re)connect: `online`, then every retained topic the bridge owns.
+
+        Retained messages still queued for owned topics are superseded by the re-assertion
+        (the latest value of each), so nothing stale or doubled goes out after a connect.
+        """
         if self.connected.is_set():
             return
         self.reconnects += 1
         log.info("MQTT connected to %s:%d", self._config.host, self._config.port)
-        self._retained[self._topics.state] = ONLINE
-        for topic, payload in self._retained.items():
-            self._enqueue(Outbound(topic, payload, True))
         self.connected.set()
         for callback in self.on_connect:
             callback()
+        self._retained.pop(self._topics.state, None)
+        self._retained = {self._topics.state: ONLINE, **self._retained}
+        pending = [m for m in self._outbox if not (m.retain and m.topic in self._retained)]
+        self._outbox.clear()
+        for topic, payload in self._retained.items():
+            self._enqueue(Outbound(topic, payload, True))
+        for message in pending:
+            self._enqueue(message)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # Retain As Published lets the bridge see the retain flag of live commands (SPEC 3.6).

@@ -113,3 +113,18 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     assert "SECRET" not in result.stdout + result.stderr
     assert 'password = "**********"' in result.stdout
     assert "# desk: enabled" in result.stdout
+
+
+async def test_birth_says_online_first_and_each_retained_topic_once(
+    broker: Broker, base: str
+) -> None:
+    async with Probe(broker.port, base) as probe:
+        async with running(settings_for(broker.url, base)):
+            await probe.wait_json("bridge/health")
+            await probe.wait_json("bridge/info")
+        topics = [m.topic.removeprefix(f"{base}/") for m in probe.messages]
+    assert topics[0] == "bridge/state"
+    assert probe.on("bridge/state")[0] == {"state": "online"}
+    first_health = probe.on("bridge/health")[0]
+    assert first_health["mqtt"]["connected"] is True
+    assert topics.count("bridge/info") == 1

@@ -48,6 +48,7 @@ async def create_started(w: World, user: str = "kiosk-1") -> str:
     )
     assert reply["status"] == "ok", reply
     sid = str(reply["data"]["session_id"])
+    assert reply["session_id"] == sid  # the envelope names the session it created
     await w.probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
     started = await w.probe.request("ivh/start_session", {"session_id": sid})
     assert started["status"] == "ok", started
