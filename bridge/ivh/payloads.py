@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bridge.actions import Payload, SessionPayload
 from bridge.ivh.frames import utf8_len
@@ -52,6 +52,13 @@ class SendText(SessionPayload):
     interrupt: bool = False
     chat_command: str | None = None
     chat_round_id: str | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SendText:
+        # An empty Text only means something with Interrupt (PROTOCOL A.5); alone it is Type 9.
+        if not self.text and not self.interrupt:
+            raise ValueError("text is empty (to stop speaking, use ivh/interrupt)")
+        return self
 
     def data(self) -> dict[str, Any]:
         """The drive's `Data`."""

@@ -215,6 +215,9 @@ async def test_drive_limits_and_states(world: World) -> None:
         },
     )
     sid = created["data"]["session_id"]
+    empty = await w.probe.request("ivh/send_text", {"session_id": sid, "text": ""})
+    assert empty["error"]["code"] == "invalid_payload"
+    assert "ivh/interrupt" in empty["error"]["message"]
     early = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "hi"})
     assert early["error"]["code"] == "channel_unavailable"
     big = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "é" * 2001})
