@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bridge.errors import validation_problems
+
 ENV_PREFIX = "TENCENT2MQTT_"
 CONFIG_ENV = "TENCENT2MQTT_CONFIG"
 SECRET_PLACEHOLDER = "**********"
@@ -317,11 +319,7 @@ def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
 
 
 def _problems(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
-        key = ".".join(str(part) for part in err["loc"]) or "config"
-        lines.append(f"{key}: {err['msg']}")
-    return lines
+    return validation_problems(exc, whole="config")
 
 
 def config_warnings(settings: Settings) -> list[str]:

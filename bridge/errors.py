@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 ErrorCode = Literal[
     "invalid_json",
     "invalid_payload",
@@ -94,3 +96,12 @@ class ChannelError(BridgeError):
 
     code: ErrorCode = "channel_unavailable"
     retryable = True
+
+
+def validation_problems(exc: ValidationError, *, whole: str) -> list[str]:
+    """One `key: problem` line per error, never echoing the input; `whole` names the root."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in err["loc"]) or whole
+        lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
+    return lines

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge.actions import Payload
-from bridge.errors import RequestError
+from bridge.errors import RequestError, validation_problems
 from bridge.mqtt import Inbound
 from bridge.topics import Route, Topics, valid_session_id
 
@@ -139,8 +139,4 @@ def validate(model: type[Payload], data: dict[str, Any], route: Route) -> Payloa
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid payload: " + "; ".join(parts)
+    return "invalid payload: " + "; ".join(validation_problems(exc, whole="payload")[:5])
