@@ -27,6 +27,9 @@ from bridge.mqtt import backoff
 
 log = logging.getLogger(__name__)
 _REPLAY_MEMORY = 512
+_SPEECH_BEGUN = frozenset(
+    {"TextStart", "AudioStart", "SentenceStart", "TextOver", "AudioOver", "Error"}
+)
 
 
 class ChannelHost(Protocol):
@@ -55,12 +58,15 @@ class ChannelSettings:
     reconnect_max: float = 30.0
     queue_size: int = 100
     open_timeout: float = 10.0
+    speech_start_timeout: float = 5.0
 
 
 @dataclass(eq=False)
 class _Drive:
     frame: str
     paced: bool
+    speaks: str | None = None  # the ReqId of a drive that makes the avatar speak
+    interrupt: bool = False
     done: asyncio.Future[None] = field(default_factory=asyncio.Future)
 
 
@@ -78,6 +84,9 @@ class SessionChannel:
         self._seen: deque[tuple[Any, ...]] = deque(maxlen=_REPLAY_MEMORY)
         self._seen_set: set[tuple[Any, ...]] = set()
         self._last_text = 0.0
+        self._starting: set[str] = set()  # spoken drives sent whose TextStart is not seen yet
+        self._started = asyncio.Event()
+        self._started.set()
         self._closed = False
         self.state = "connecting"
         self.connects = 0
@@ -158,7 +167,18 @@ class SessionChannel:
             frame = parse_downstream(raw)
             if frame.replay_key is not None and not self._first_time(frame.replay_key):
                 continue  # re-sent after a reconnect (PROTOCOL A.4)
+            self._note_speech(frame.event_type, frame.data)
             self._host.downstream(self.session_id, frame.event_type, frame.data)
+
+    def _note_speech(self, event_type: str, data: dict[str, Any]) -> None:
+        """A drive has started speaking (or failed): an interrupt may now be sent."""
+        req_id = data.get("req_id")
+        if req_id not in self._starting:
+            return
+        if event_type == "drive_failed" or data.get("speak_status") in _SPEECH_BEGUN:
+            self._starting.discard(req_id)
+            if not self._starting:
+                self._started.set()
 
     def _first_time(self, key: tuple[Any, ...]) -> bool:
         if key in self._seen_set:
@@ -180,12 +200,25 @@ class SessionChannel:
                 continue
             if item.paced:
                 await self._pace()
+            if item.interrupt:
+                await self._until_speech_started()
             await self._send(ws, item.frame)
             self._queue.popleft()
+            if item.speaks:
+                self._starting.add(item.speaks)
+                self._started.clear()
             if item.paced:
                 self._last_text = time.monotonic()
             if not item.done.done():
                 item.done.set_result(None)
+
+    async def _until_speech_started(self) -> None:
+        """PROTOCOL A.5: send an interrupt only after TextStart (bounded: a lost frame)."""
+        try:
+            await asyncio.wait_for(self._started.wait(), self._settings.speech_start_timeout)
+        except TimeoutError:
+            self._starting.clear()
+            self._started.set()
 
     async def _pace(self) -> None:
         wait = self._last_text + self._settings.text_interval - time.monotonic()
@@ -202,13 +235,18 @@ class SessionChannel:
             await ws.send(frame)
 
     # -- drives ----------------------------------------------------------------------------------
-    def enqueue(self, frame: str, *, paced: bool) -> _Drive:
-        """Queue a drive behind the ones already waiting (synchronously: order is kept)."""
+    def enqueue(
+        self, frame: str, *, paced: bool, speaks: str | None = None, interrupt: bool = False
+    ) -> _Drive:
+        """Queue a drive behind the ones already waiting (synchronously: order is kept).
+
+        `speaks` is the ReqId of a drive that starts speech; an `interrupt` waits for it.
+        """
         if self._closed:
             raise ChannelError("the command channel is closed", retryable=False)
         if len(self._queue) >= self._settings.queue_size:
             raise ChannelError(f"{len(self._queue)} drives are already waiting for this session")
-        item = _Drive(frame, paced)
+        item = _Drive(frame, paced, speaks, interrupt)
         self._queue.append(item)
         self._wake.set()
         return item

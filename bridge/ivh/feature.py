@@ -348,7 +348,11 @@ class IvhFeature:
             req_id, data = build()
             cmd = command or ("SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT")
             paced = paced or (command is None and cmd == "SEND_TEXT")
-            item = channel.enqueue(frames.drive(sid, cmd, data, req_id), paced=paced)
+            starts, interrupt = frames.speech_role(cmd, data)
+            frame = frames.drive(sid, cmd, data, req_id)
+            item = channel.enqueue(
+                frame, paced=paced, speaks=req_id if starts else None, interrupt=interrupt
+            )
         wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
         await channel.wait(item, wait)
         return req_id, data

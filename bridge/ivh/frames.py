@@ -29,6 +29,16 @@ def drive(session_id: str, command: str, data: dict[str, Any], req_id: str) -> s
     return json.dumps({"Header": {}, "Payload": payload}, ensure_ascii=False)
 
 
+def speech_role(command: str, data: dict[str, Any]) -> tuple[bool, bool]:
+    """(starts speech, is an interrupt) for a drive: an interrupt must wait for TextStart (A.5)."""
+    text = data.get("Text")
+    if command not in ("SEND_TEXT", "SEND_STREAMTEXT"):
+        return False, False
+    if not text:
+        return False, data.get("Interrupt") is True
+    return command == "SEND_TEXT" or data.get("Seq") == 1, False
+
+
 def heartbeat(session_id: str) -> str:
     """`SEND_HEARTBEAT` with Text "PING" (PROTOCOL A.5)."""
     return drive(session_id, "SEND_HEARTBEAT", {"Text": "PING"}, new_req_id())

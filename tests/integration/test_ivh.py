@@ -233,3 +233,43 @@ async def test_llm_content_events(world: World) -> None:
     await w.probe.request("ivh/send_text", {"session_id": sid, "text": "what is MQTT?"})
     event = await wait_event(w, sid, lambda e: e["type"] == "llm_content")
     assert "text" in event["data"] and "raw" in event["data"]
+
+
+async def test_interrupt_waits_for_text_start(broker: Broker, base: str) -> None:
+    """PROTOCOL A.5: an interrupt is sent only once the drive it stops has begun speaking."""
+    async with emulator(speak_delay=0.3) as emu, Admin(emu) as admin:
+        sections = upstream_sections(emu, desk={"enabled": False})
+        async with (
+            running(settings_for(broker.url, base, **sections)) as app,
+            Probe(broker.port, base) as probe,
+        ):
+            w = World(app, emu, admin, probe)
+            sid = await create_started(w, "kiosk-9")
+            first, stop = await asyncio.gather(
+                w.probe.request("ivh/stream_text", {"session_id": sid, "text": "A long clause."}),
+                w.probe.request("ivh/interrupt", {"session_id": sid}),
+            )
+            assert first["status"] == stop["status"] == "ok", (first, stop)
+            journal = await w.admin.journal("commandchannel")
+
+    def payload(entry: dict[str, Any]) -> dict[str, Any]:
+        return dict((entry.get("frame") or entry.get("body") or {}).get("Payload") or {})
+
+    req_id = first["data"]["req_id"]
+    started = next(
+        (
+            e["index"]
+            for e in journal
+            if e["kind"] == "ws_out"
+            and payload(e).get("ReqId") == req_id
+            and payload(e).get("SpeakStatus") == "TextStart"
+        ),
+        None,
+    )
+    sent = next(
+        e["index"]
+        for e in journal
+        if e["kind"] == "ws_in" and payload(e).get("Data", {}).get("Interrupt") is True
+    )
+    assert started is not None, "the interrupt stopped the clause before it began speaking"
+    assert sent > started
