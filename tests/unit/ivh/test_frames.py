@@ -1,0 +1,87 @@
+"""Command-channel frames (PROTOCOL A.5, A.6): upstream shape, downstream classification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.ivh.frames import drive, heartbeat, parse_downstream, snake, speech_role
+
+
+def test_drive_frame_has_the_documented_envelope() -> None:
+    frame = json.loads(drive("S1", "SEND_TEXT", {"Text": "你好"}, "a" * 32))
+    assert frame == {
+        "Header": {},
+        "Payload": {"ReqId": "a" * 32, "SessionId": "S1", "Command": "SEND_TEXT",
+                    "Data": {"Text": "你好"}},
+    }  # fmt: skip
+
+
+def test_heartbeat_is_ping_with_a_fresh_req_id() -> None:
+    one, two = (json.loads(heartbeat("S1"))["Payload"] for _ in range(2))
+    assert one["Command"] == "SEND_HEARTBEAT" and one["Data"] == {"Text": "PING"}
+    assert len(one["ReqId"]) == 32 and one["ReqId"] != two["ReqId"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("SpeakStatus", "speak_status"), ("ReqId", "req_id"), ("TTSSupport", "tts_support"),
+     ("Type", "type"), ("IsHighLight", "is_high_light"), ("already_snake", "already_snake")],
+)  # fmt: skip
+def test_snake(name: str, expected: str) -> None:
+    assert snake(name) == expected
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_speak_status_wrapped_or_flat(wrapped: bool) -> None:
+    body = {"Type": 3, "SessionId": "S", "ReqId": "r", "Seq": 2, "SpeakStatus": "TextStart"}
+    raw = json.dumps({"Header": {"Code": 0}, "Payload": body} if wrapped else body)
+    frame = parse_downstream(raw)
+    assert frame.event_type == "speak_status"
+    assert frame.data["speak_status"] == "TextStart" and frame.data["req_id"] == "r"
+    assert frame.data["raw"] == json.loads(raw)
+    assert frame.replay_key == ("r", "TextStart", 2, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "event"),
+    [
+        ({"Type": 4, "Text": "hi", "Final": True}, "llm_content"),
+        ({"Type": 5, "Text": "thinking"}, "llm_thinking"),
+        ({"Type": 9, "ErrorCode": 110015, "ErrorMsg": "wrong time"}, "drive_failed"),
+        ({"Type": 3, "SpeakStatus": "Error"}, "drive_failed"),
+        ({"Type": 3, "SpeakStatus": "TextOver", "ErrorCode": 5}, "drive_failed"),
+        ({"Type": 7, "Whatever": 1}, "downstream"),
+        ({"NoType": True}, "downstream"),
+    ],
+)
+def test_event_types(body: dict[str, object], event: str) -> None:
+    frame = parse_downstream(json.dumps({"Payload": body}))
+    assert frame.event_type == event
+    assert all(snake(key) in frame.data for key in body)
+
+
+def test_only_speak_status_is_deduplicated() -> None:
+    assert parse_downstream(json.dumps({"Type": 4, "ReqId": "r"})).replay_key is None
+
+
+@pytest.mark.parametrize("raw", ["not json", b"\xff\xfe", "[1, 2]", "42"])
+def test_garbage_becomes_a_downstream_event(raw: str | bytes) -> None:
+    frame = parse_downstream(raw)
+    assert frame.event_type == "downstream" and "raw" in frame.data
+
+
+@pytest.mark.parametrize(
+    ("command", "data", "role"),
+    [
+        ("SEND_TEXT", {"Text": "hi"}, (True, False)),
+        ("SEND_TEXT", {"Text": "", "Interrupt": True}, (False, True)),
+        ("SEND_STREAMTEXT", {"Text": "a", "Seq": 1}, (True, False)),
+        ("SEND_STREAMTEXT", {"Text": "b", "Seq": 2}, (False, False)),
+        ("SEND_STREAMTEXT", {"Text": "", "Interrupt": True, "Seq": 3}, (False, True)),
+        ("SEND_HEARTBEAT", {"Text": "PING"}, (False, False)),
+    ],
+)
+def test_speech_role(command: str, data: dict[str, object], role: tuple[bool, bool]) -> None:
+    assert speech_role(command, data) == role
