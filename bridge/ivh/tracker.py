@@ -137,6 +137,8 @@ class SessionTracker:
         before = self._states.get(state.session_id)
         if before is not None and before.signature() == state.signature():
             return
+        if before is not None and before.terminal and not state.terminal:
+            return  # a closed session never reopens: a listing that lags behind a close
         self._states[state.session_id] = state
         self._signatures[state.session_id] = state.signature()
         self._publisher.set_retained(self._topics.ivh_state(state.session_id), dumps(asdict(state)))
