@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Build = Callable[[], tuple[str, dict[str, Any]]]
-# Without data for StreamMaxInterval (default 2 s) the cloud finalises a stream (A.5): the next
-# chunk after that long starts a new utterance with a new ReqId.
+# Without data for StreamMaxInterval (default 2 s, or as given to createsession) the cloud
+# finalises a stream (A.5): the next chunk after that long starts a new utterance and ReqId.
 STREAM_IDLE = 2.0
 _GONE = ("session_closed", "session_not_found")
 
@@ -68,6 +68,7 @@ class IvhFeature:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._utterances: dict[str, _Utterance] = {}
+        self._stream_idle: dict[str, float] = {}  # StreamMaxInterval of sessions we created
         self._locks: dict[str, asyncio.Lock] = {}
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
@@ -135,6 +136,7 @@ class IvhFeature:
         sid = after.session_id
         if after.terminal:
             self._utterances.pop(sid, None)
+            self._stream_idle.pop(sid, None)
             channel = self._channels.pop(sid, None)
             if channel is not None:
                 channel.close()
@@ -219,6 +221,8 @@ class IvhFeature:
             play_stream_addr=created.play_stream_addr,
             updated_at=now_iso(),
         )
+        if payload.stream_max_interval is not None:
+            self._stream_idle[created.session_id] = payload.stream_max_interval / 1000
         self._tracker.apply(state)
         return asdict(state)
 
@@ -310,7 +314,7 @@ class IvhFeature:
 
         def build() -> tuple[str, dict[str, Any]]:
             utt = self._utterances.pop(sid, None)
-            if utt is not None and time.monotonic() - utt.last < STREAM_IDLE:
+            if utt is not None and time.monotonic() - utt.last < self._idle(sid):
                 return utt.req_id, {"Text": "", "Interrupt": True, "Seq": utt.seq + 1}
             return frames.new_req_id(), {"Text": "", "Interrupt": True}
 
@@ -325,10 +329,14 @@ class IvhFeature:
         await self._drive(payload.session_id, payload.command, payload.data, req_id, paced=paced)
         return {"req_id": req_id}
 
+    def _idle(self, sid: str) -> float:
+        """How long the cloud waits for stream data before it finalises (StreamMaxInterval)."""
+        return self._stream_idle.get(sid, STREAM_IDLE)
+
     def _utterance(self, sid: str) -> _Utterance:
         utt = self._utterances.get(sid)
         now = time.monotonic()
-        if utt is None or now - utt.last >= STREAM_IDLE:
+        if utt is None or now - utt.last >= self._idle(sid):
             utt = self._utterances[sid] = _Utterance(frames.new_req_id())
         utt.last = now
         return utt

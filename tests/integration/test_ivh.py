@@ -36,7 +36,7 @@ async def world(broker: Broker, base: str) -> AsyncIterator[World]:
             yield World(app, emu, admin, probe)
 
 
-async def create_started(w: World, user: str = "kiosk-1") -> str:
+async def create_started(w: World, user: str = "kiosk-1", **extra: Any) -> str:
     reply = await w.probe.request(
         "ivh/create_session",
         {
@@ -44,6 +44,7 @@ async def create_started(w: World, user: str = "kiosk-1") -> str:
             "user_id": user,
             "protocol": "webrtc",
             "driver_type": 1,
+            **extra,
         },
     )
     assert reply["status"] == "ok", reply
@@ -273,3 +274,18 @@ async def test_interrupt_waits_for_text_start(broker: Broker, base: str) -> None
     )
     assert started is not None, "the interrupt stopped the clause before it began speaking"
     assert sent > started
+
+
+async def test_a_stream_lives_as_long_as_the_sessions_stream_max_interval(world: World) -> None:
+    w = world
+    slow = await create_started(w, "kiosk-10", stream_max_interval=4000)
+    fast = await create_started(w, "kiosk-11")
+    first = {sid: await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "One, "})
+             for sid in (slow, fast)}  # fmt: skip
+    await asyncio.sleep(2.3)  # past the default 2 s, within the slow session's 4 s
+    later = {sid: await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "two."})
+             for sid in (slow, fast)}  # fmt: skip
+    assert later[slow]["data"]["req_id"] == first[slow]["data"]["req_id"]
+    assert later[slow]["data"]["seq"] == 2
+    assert later[fast]["data"]["req_id"] != first[fast]["data"]["req_id"]
+    assert later[fast]["data"]["seq"] == 1
