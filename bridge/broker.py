@@ -67,7 +67,9 @@ class Mosquitto:
     def start(self) -> None:
         """Start and wait until it accepts connections."""
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=out, stderr=out
+            )
         try:
             wait_port(self.port)
         except TimeoutError:

@@ -7,7 +7,6 @@ round trip. This module and `bridge.mqtt` are the only aiomqtt users.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
@@ -22,6 +21,10 @@ from paho.mqtt.properties import Properties
 from bridge.config import MqttConfig
 from bridge.mqtt import Inbound, inbound, tls_context
 from bridge.topics import Topics
+
+
+class BrokerError(Exception):
+    """The broker cannot be reached, or the connection broke."""
 
 
 class ToolClient:
@@ -48,7 +51,11 @@ class ToolClient:
         return self.config.protocol == 5
 
     async def __aenter__(self) -> ToolClient:
-        await self._client.__aenter__()
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            where = f"{self.config.host}:{self.config.port}"
+            raise BrokerError(f"cannot connect to the MQTT broker at {where}: {exc}") from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -60,8 +67,11 @@ class ToolClient:
 
     async def messages(self) -> AsyncIterator[Inbound]:
         """Every message received, as it comes."""
-        async for message in self._client.messages:
-            yield inbound(message)
+        try:
+            async for message in self._client.messages:
+                yield inbound(message)
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"MQTT connection lost: {exc}") from exc
 
     async def publish(
         self,
@@ -81,13 +91,12 @@ class ToolClient:
 
 
 async def request(
-    client: ToolClient, topics: Topics, action: str, params: dict[str, Any], timeout: float
+    client: ToolClient, topics: Topics, action: str, params: dict[str, Any]
 ) -> dict[str, Any]:
-    """Publish one action request and return its response envelope.
+    """Publish one action request and return its response envelope (bound it with a timeout).
 
     Under MQTT 5 the answer comes on a private Response Topic, matched by Correlation Data;
     under 3.1.1 on `<base>/bridge/response/<action>`, matched by a fresh `transaction`.
-    Raises TimeoutError when no answer comes in time.
     """
     body = dict(params)
     token = uuid.uuid4().hex
@@ -101,12 +110,11 @@ async def request(
     await client.publish(
         topics.request(action), payload, response_topic=reply_topic, correlation_data=token.encode()
     )
-    async with asyncio.timeout(timeout):
-        async for msg in client.messages():
-            answer = _match(msg, reply_topic, token, body.get("transaction"), client.v5)
-            if answer is not None:
-                return answer
-    raise TimeoutError(action)  # pragma: no cover - the iterator only ends on disconnect
+    async for msg in client.messages():
+        answer = _match(msg, reply_topic, token, body.get("transaction"), client.v5)
+        if answer is not None:
+            return answer
+    raise BrokerError("the MQTT connection ended before the answer came")
 
 
 def _match(

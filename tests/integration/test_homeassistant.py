@@ -28,7 +28,7 @@ REQUIRED["text"] = {"command_topic"}
 
 def check_config(config: dict[str, Any]) -> None:
     """Assert a device discovery payload uses only documented keys, and has the required ones."""
-    assert ROOT_REQUIRED <= set(config), config
+    assert set(config) >= ROOT_REQUIRED, config
     assert set(config) <= ROOT_REQUIRED | {"availability", "qos", "state_topic", "command_topic"}
     assert set(config["dev"]) <= DEVICE_KEYS and {"ids", "name"} <= set(config["dev"])
     assert set(config["o"]) <= ORIGIN_KEYS and "name" in config["o"]
