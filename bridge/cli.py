@@ -15,6 +15,7 @@ from bridge import __version__, logs
 from bridge.cli_common import config_option, load_or_exit
 from bridge.cli_tools import request_command, topics_command
 from bridge.config import Settings, config_warnings
+from bridge.demo.cli import demo_command
 from bridge.emulator.cli import emulator_command
 
 log = logging.getLogger("bridge")
@@ -59,6 +60,7 @@ async def _serve(settings: Settings) -> None:
 main.add_command(emulator_command)
 main.add_command(topics_command)
 main.add_command(request_command)
+main.add_command(demo_command)
 
 
 @main.command("check-config")
