@@ -16,10 +16,11 @@ from bridge.config import RetryConfig, Settings
 from bridge.dispatcher import Dispatcher
 from bridge.envelope import Emitter, Publisher
 from bridge.health import BridgeFeature
+from bridge.homeassistant import HomeAssistant
 from bridge.metrics import Metrics
-from bridge.mqtt import MqttLink
+from bridge.mqtt import Inbound, MqttLink
 from bridge.tencent.retry import RetryPolicy
-from bridge.topics import Topics
+from bridge.topics import DiscoveryTopics, Topics
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class App:
         self.settings = settings
         self.topics = Topics(settings.mqtt.base_topic)
         self.metrics = Metrics()
-        self.link = MqttLink(settings.mqtt, self.topics, subscriptions=self.topics.subscriptions())
+        self.link = MqttLink(settings.mqtt, self.topics, subscriptions=self._subscriptions())
         self.emitter = Emitter(self.link, self.topics)
         self.registry = Registry()
         self.bridge = BridgeFeature(
@@ -94,7 +95,31 @@ class App:
             topics=self.topics,
             config=settings.bridge,
         )
+        self.homeassistant = self._build_homeassistant()
         self.metrics.bind(self)
+
+    def _subscriptions(self) -> list[str]:
+        subs = self.topics.subscriptions()
+        if self.settings.homeassistant.enabled:
+            subs.append(DiscoveryTopics(self.settings.homeassistant.prefix).status)
+        return subs
+
+    def _build_homeassistant(self) -> HomeAssistant | None:
+        """Home Assistant discovery, hooked to IVH session transitions, when enabled."""
+        if not self.settings.homeassistant.enabled:
+            return None
+        ha = HomeAssistant(
+            topics=self.topics,
+            prefix=self.settings.homeassistant.prefix,
+            publisher=self.link,
+            services=self.services,
+        )
+        from bridge.ivh.feature import IvhFeature
+
+        for feature in self.features:
+            if isinstance(feature, IvhFeature):
+                feature.on_transition(ha.session_changed)
+        return ha
 
     def _build_features(self) -> list[Feature]:
         deps = Deps(
@@ -136,9 +161,11 @@ class App:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down as SPEC 3.8 says."""
         self.bridge.publish_info(self.services)
+        if self.homeassistant is not None:
+            self.homeassistant.publish_all()
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(self.link.run(self.dispatcher.submit), name="mqtt-link"),
+                tg.create_task(self.link.run(self.on_message), name="mqtt-link"),
                 tg.create_task(_supervised("health", self.bridge.run), name="health"),
             ]
             for feature in self.features:
@@ -149,6 +176,12 @@ class App:
             await self.shutdown()
             for task in tasks:
                 task.cancel()
+
+    async def on_message(self, msg: Inbound) -> None:
+        """Route one inbound message: Home Assistant's status, else the dispatcher."""
+        if self.homeassistant is not None and self.homeassistant.handles(msg):
+            return
+        await self.dispatcher.submit(msg)
 
     def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """Optional tasks: the HTTP endpoint."""

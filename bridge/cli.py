@@ -6,38 +6,19 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bridge import __version__, logs
-from bridge.config import ConfigError, Settings, config_warnings, load_settings
+from bridge.cli_common import config_option, load_or_exit
+from bridge.cli_tools import request_command, topics_command
+from bridge.config import Settings, config_warnings
+from bridge.demo.cli import demo_command
 from bridge.emulator.cli import emulator_command
 
 log = logging.getLogger("bridge")
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file (default: $TENCENT2MQTT_CONFIG); "
-    "TENCENT2MQTT_<SECTION>__<KEY> variables override it.",
-)
-
-
-def load_or_exit(path: Path | None) -> Settings:
-    """Load the config, or print one line per problem and exit 2."""
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        click.echo("invalid configuration:", err=True)
-        for line in exc.problems:
-            click.echo(f"  {line}", err=True)
-        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,6 +58,9 @@ async def _serve(settings: Settings) -> None:
 
 
 main.add_command(emulator_command)
+main.add_command(topics_command)
+main.add_command(request_command)
+main.add_command(demo_command)
 
 
 @main.command("check-config")

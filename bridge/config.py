@@ -64,6 +64,12 @@ class MqttConfig(Section):
     session_expiry: int = Field(default=0, ge=0)
     reconnect_max_delay: PositiveFloat = 30.0
 
+    @field_validator("protocol", "qos", mode="before")
+    @classmethod
+    def _int_literal(cls, value: Any) -> Any:
+        # Environment variables are strings; a Literal of ints would refuse "5".
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:

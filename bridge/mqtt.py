@@ -209,7 +209,7 @@ class MqttLink:
 
     async def _pump(self, client: aiomqtt.Client, on_message: InboundHandler) -> None:
         async for message in client.messages:
-            await on_message(_inbound(message))
+            await on_message(inbound(message))
 
     async def _drain(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         slots = asyncio.Semaphore(256)
@@ -311,7 +311,8 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
     return ctx
 
 
-def _inbound(message: aiomqtt.Message) -> Inbound:
+def inbound(message: aiomqtt.Message) -> Inbound:
+    """An aiomqtt message as an `Inbound`."""
     props = message.properties
     payload = message.payload
     if isinstance(payload, str):

@@ -83,6 +83,10 @@ class Topics:
         """Where the bridge answers `action` when the request had no Response Topic."""
         return f"{self.base}/bridge/response/{action}"
 
+    def client_response(self, client_id: str) -> str:
+        """A tool's private MQTT 5 Response Topic (the bridge never subscribes to it)."""
+        return f"{self.base}/bridge/client/{client_id}/response"
+
     # -- sessions (SPEC 2.2, 2.3) -------------------------------------------------------------
     @property
     def ivh_sessions(self) -> str:
@@ -108,6 +112,12 @@ class Topics:
     def event(self, service: str, session_id: str) -> str:
         """Per-session event stream."""
         return self.session(service, session_id, "event")
+
+    def shorthand(self, service: str, session_id: str, leaf: str) -> str:
+        """A per-session command topic, e.g. `<base>/ivh/<sid>/text`."""
+        if leaf not in SHORTHANDS[service]:
+            raise ValueError(f"{service} has no {leaf!r} shorthand")
+        return self.session(service, session_id, leaf)
 
     # -- inbound -------------------------------------------------------------------------------
     def subscriptions(self, services: tuple[str, ...] = ("ivh", "desk")) -> list[str]:
@@ -143,3 +153,27 @@ def _parse_shorthand(service: str, session_id: str, leaf: str) -> Route | BadRou
     if not valid_session_id(session_id):
         return BadRoute("the session id in the topic is not valid", action=action)
     return Route(action=action, session_id=session_id, shorthand=True, leaf=leaf)
+
+
+_OBJECT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def discovery_object_id(*parts: str) -> str:
+    """A Home Assistant discovery object id: only `[A-Za-z0-9_-]`, parts joined by `_`."""
+    return "_".join(_OBJECT_ID_UNSAFE.sub("_", part) for part in parts)
+
+
+@dataclass(frozen=True)
+class DiscoveryTopics:
+    """Home Assistant MQTT discovery topics under a prefix (default `homeassistant`)."""
+
+    prefix: str
+
+    @property
+    def status(self) -> str:
+        """Home Assistant's birth and will topic (`online` / `offline`)."""
+        return f"{self.prefix}/status"
+
+    def device_config(self, object_id: str) -> str:
+        """A device-based discovery config: `<prefix>/device/<object_id>/config`."""
+        return f"{self.prefix}/device/{object_id}/config"

@@ -19,7 +19,7 @@ from bridge.errors import BridgeError, ChannelError, RequestError, UpstreamError
 from bridge.ivh import frames
 from bridge.ivh.channel import ChannelSettings, SessionChannel
 from bridge.ivh.payloads import CreateSession, SendCommand, SendText, SessionRef, StreamText
-from bridge.ivh.tracker import SessionState, SessionTracker, state_of
+from bridge.ivh.tracker import SessionState, SessionTracker, Transition, state_of
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.models import SessionInfo, SessionStat, status_name
 from bridge.tencent.signing import channel_url, default_channel_url
@@ -72,6 +72,7 @@ class IvhFeature:
         self._locks: dict[str, asyncio.Lock] = {}
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
+        self._listeners: list[Transition] = []
         self.last_poll_ms = 0.0
         self.polls = 0
 
@@ -131,8 +132,17 @@ class IvhFeature:
             "last_poll_ms": round(self.last_poll_ms, 3),
         }
 
+    def on_transition(self, listener: Transition) -> None:
+        """Call `listener(before, after)` on every session state change (extensions hook here)."""
+        self._listeners.append(listener)
+
     # -- channels -----------------------------------------------------------------------------
     def _transition(self, before: SessionState | None, after: SessionState) -> None:
+        for listener in self._listeners:
+            try:
+                listener(before, after)
+            except Exception:
+                log.exception("ivh: a session listener failed on %s", after.session_id)
         sid = after.session_id
         if after.terminal:
             self._utterances.pop(sid, None)

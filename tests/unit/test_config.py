@@ -125,3 +125,10 @@ def test_credentials_decide_services() -> None:
     s = Settings(ivh={"appkey": "k"}, desk={"sdkappid": 1, "identifier": "a", "secret_key": "s"})
     assert not s.ivh.has_credentials
     assert s.desk.has_credentials
+
+
+def test_protocol_and_qos_from_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENCENT2MQTT_MQTT__PROTOCOL", "4")
+    monkeypatch.setenv("TENCENT2MQTT_MQTT__QOS", "0")
+    settings = load_settings(None)
+    assert settings.mqtt.protocol == 4 and settings.mqtt.qos == 0

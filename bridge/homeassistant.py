@@ -1,0 +1,161 @@
+"""Home Assistant MQTT discovery (opt-in, `[homeassistant]`): device-based discovery payloads.
+
+One device for the bridge (connectivity, active IVH sessions) and one per live IVH session
+(status sensor, close button, text entity that speaks). Configs are retained, so the link
+re-asserts them after a reconnect; they are published again when Home Assistant's birth message
+(`<prefix>/status` = `online`) arrives, and cleared (empty retained) when a session closes.
+Keys follow Home Assistant's documented device discovery schema (`dev`, `o`, `cmps`, `p`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridge import __version__
+from bridge.envelope import Publisher, dumps
+from bridge.ivh.tracker import SessionState
+from bridge.mqtt import Inbound
+from bridge.topics import DiscoveryTopics, Topics, discovery_object_id
+
+log = logging.getLogger(__name__)
+
+ORIGIN = {"name": "tencent2mqtt", "sw": __version__}
+STATUSES = ["preparing", "in_progress", "closed", "failed", "unknown"]
+LIVE_COUNT = (
+    "{{ value_json.sessions | rejectattr('status', 'in', ['closed', 'failed']) | list | count }}"
+)
+
+
+class HomeAssistant:
+    """Publishes and removes discovery configs as the bridge and its IVH sessions come and go."""
+
+    def __init__(
+        self, *, topics: Topics, prefix: str, publisher: Publisher, services: list[str]
+    ) -> None:
+        self._topics = topics
+        self._ha = DiscoveryTopics(prefix)
+        self._publisher = publisher
+        self._services = services
+        self._bridge_id = discovery_object_id("tencent2mqtt", topics.base)
+        self._sessions: dict[str, str] = {}  # session id -> discovery object id
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Topics the link must subscribe to for this extension."""
+        return [self._ha.status]
+
+    def handles(self, msg: Inbound) -> bool:
+        """Take Home Assistant's birth message; False for anything else."""
+        if msg.topic != self._ha.status:
+            return False
+        if msg.payload.strip() == b"online":
+            log.info("homeassistant: online; publishing discovery again")
+            self.publish_all()
+        return True
+
+    def publish_all(self) -> None:
+        """Publish the bridge device and every live session device."""
+        self._publisher.set_retained(
+            self._ha.device_config(self._bridge_id), dumps(self.bridge_config())
+        )
+        for sid in self._sessions:
+            self._publish_session(sid)
+
+    def session_changed(self, before: SessionState | None, after: SessionState) -> None:
+        """IVH transition hook: a live session gets a device; a closed one loses it."""
+        sid = after.session_id
+        if after.terminal:
+            object_id = self._sessions.pop(sid, None)
+            if object_id is not None:
+                self._publisher.clear_retained(self._ha.device_config(object_id))
+        elif sid not in self._sessions:
+            self._sessions[sid] = discovery_object_id("tencent2mqtt", self._topics.base, "ivh", sid)
+            self._publish_session(sid)
+
+    def _publish_session(self, sid: str) -> None:
+        topic = self._ha.device_config(self._sessions[sid])
+        self._publisher.set_retained(topic, dumps(self.session_config(sid)))
+
+    # -- payloads -----------------------------------------------------------------------------
+    def _availability(self) -> list[dict[str, str]]:
+        return [
+            {
+                "topic": self._topics.state,
+                "value_template": "{{ value_json.state }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
+
+    def bridge_config(self) -> dict[str, Any]:
+        """The bridge device: connectivity, and the active sessions count when IVH is on."""
+        uid = self._bridge_id
+        cmps: dict[str, Any] = {
+            "connectivity": {
+                "p": "binary_sensor",
+                "unique_id": f"{uid}_connectivity",
+                "name": "Connectivity",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+                "state_topic": self._topics.state,
+                "value_template": "{{ value_json.state }}",
+                "payload_on": "online",
+                "payload_off": "offline",
+            }
+        }
+        if "ivh" in self._services:
+            cmps["active_sessions"] = {
+                "p": "sensor",
+                "unique_id": f"{uid}_active_sessions",
+                "name": "Active sessions",
+                "icon": "mdi:account-voice",
+                "state_class": "measurement",
+                "state_topic": self._topics.ivh_sessions,
+                "value_template": LIVE_COUNT,
+                "availability": self._availability(),
+            }
+        device = {"ids": [uid], "name": f"tencent2mqtt ({self._topics.base})"}
+        device |= {"mf": "tencent2mqtt", "mdl": "Bridge", "sw": __version__}
+        return {"dev": device, "o": ORIGIN, "cmps": cmps, "qos": 1}
+
+    def session_config(self, sid: str) -> dict[str, Any]:
+        """One IVH session's device: status, close, speak."""
+        uid = self._sessions.get(sid) or discovery_object_id(
+            "tencent2mqtt", self._topics.base, "ivh", sid
+        )
+        cmps = {
+            "status": {
+                "p": "sensor",
+                "unique_id": f"{uid}_status",
+                "name": "Status",
+                "device_class": "enum",
+                "options": STATUSES,
+                "state_topic": self._topics.ivh_state(sid),
+                "value_template": "{{ value_json.status }}",
+            },
+            "close": {
+                "p": "button",
+                "unique_id": f"{uid}_close",
+                "name": "Close",
+                "command_topic": self._topics.shorthand("ivh", sid, "close"),
+                "payload_press": "{}",
+            },
+            "say": {
+                "p": "text",
+                "unique_id": f"{uid}_say",
+                "name": "Say",
+                "mode": "text",
+                "max": 255,
+                "command_topic": self._topics.shorthand("ivh", sid, "text"),
+            },
+        }
+        device = {"ids": [uid], "name": f"Digital human {sid}", "mf": "Tencent Cloud"}
+        device |= {"mdl": "IVH session", "sw": __version__, "via_device": self._bridge_id}
+        return {
+            "dev": device,
+            "o": ORIGIN,
+            "cmps": cmps,
+            "availability": self._availability(),
+            "qos": 1,
+        }

@@ -1,0 +1,140 @@
+"""Home Assistant MQTT discovery: device-based configs from a live bridge, checked by their keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.support.bridge import running, settings_for
+from tests.support.broker import Broker
+from tests.support.cloud import emulator, upstream_sections
+from tests.support.mqtt_probe import Probe, Received
+
+# Home Assistant's documented keys: device discovery root, device, origin, per platform.
+ROOT_REQUIRED = {"dev", "o", "cmps"}
+DEVICE_KEYS = {"ids", "name", "mf", "mdl", "sw", "via_device"}
+ORIGIN_KEYS = {"name", "sw", "url"}
+AVAILABILITY_KEYS = {"topic", "value_template", "payload_available", "payload_not_available"}
+COMMON = {"p", "unique_id", "name", "availability", "entity_category", "icon", "qos"}
+PLATFORM_KEYS = {
+    "binary_sensor": {"state_topic", "value_template", "payload_on", "payload_off", "device_class"},
+    "sensor": {"state_topic", "value_template", "device_class", "options", "state_class"},
+    "button": {"command_topic", "payload_press"},
+    "text": {"command_topic", "mode", "max", "min"},
+}
+REQUIRED = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}, "button": set()}
+REQUIRED["text"] = {"command_topic"}
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Assert a device discovery payload uses only documented keys, and has the required ones."""
+    assert set(config) >= ROOT_REQUIRED, config
+    assert set(config) <= ROOT_REQUIRED | {"availability", "qos", "state_topic", "command_topic"}
+    assert set(config["dev"]) <= DEVICE_KEYS and {"ids", "name"} <= set(config["dev"])
+    assert set(config["o"]) <= ORIGIN_KEYS and "name" in config["o"]
+    for avail in config.get("availability", []):
+        assert set(avail) <= AVAILABILITY_KEYS and "topic" in avail
+    unique_ids = set()
+    for cid, cmp in config["cmps"].items():
+        assert cid.replace("_", "").isalnum()
+        platform = cmp["p"]
+        assert set(cmp) <= COMMON | PLATFORM_KEYS[platform], (cid, cmp)
+        assert REQUIRED[platform] <= set(cmp) and "unique_id" in cmp
+        for avail in cmp.get("availability", []):
+            assert set(avail) <= AVAILABILITY_KEYS
+        unique_ids.add(cmp["unique_id"])
+    assert len(unique_ids) == len(config["cmps"])
+
+
+def is_config(prefix: str, object_id_part: str) -> Any:
+    def match(m: Received) -> bool:
+        return (
+            m.topic.startswith(f"{prefix}/device/")
+            and m.topic.endswith("/config")
+            and object_id_part in m.topic
+        )
+
+    return match
+
+
+async def test_discovery_of_bridge_and_session_and_removal(broker: Broker, base: str) -> None:
+    prefix = f"ha{base}"
+    async with emulator() as emu:
+        sections = upstream_sections(emu, desk={"enabled": False})
+        sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+        async with (
+            Probe(broker.port, prefix) as ha,
+            running(settings_for(broker.url, base, **sections)),
+            Probe(broker.port, base) as probe,
+        ):
+            bridge_msg = await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"))
+            bridge = bridge_msg.json()
+            check_config(bridge)
+            conn = bridge["cmps"]["connectivity"]
+            assert conn["p"] == "binary_sensor" and conn["device_class"] == "connectivity"
+            assert conn["state_topic"] == f"{base}/bridge/state"
+            assert bridge["cmps"]["active_sessions"]["state_topic"] == f"{base}/ivh/sessions"
+
+            reply = await probe.request(
+                "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+            )
+            sid = reply["data"]["session_id"]
+            msg = await ha.wait_for(is_config(prefix, f"ivh_{sid}"))
+            session = msg.json()
+            check_config(session)
+            cmps = session["cmps"]
+            assert cmps["status"]["state_topic"] == f"{base}/ivh/{sid}/state"
+            assert cmps["close"]["command_topic"] == f"{base}/ivh/{sid}/close"
+            assert cmps["say"]["command_topic"] == f"{base}/ivh/{sid}/text"
+            assert session["availability"][0]["topic"] == f"{base}/bridge/state"
+            assert session["dev"]["via_device"] in bridge["dev"]["ids"]
+
+            async with Probe(broker.port, prefix) as late:  # configs are retained
+                kept = await late.wait_for(is_config(prefix, f"ivh_{sid}"))
+                assert kept.retain and kept.json() == session
+
+            # Home Assistant restarts: its birth message brings every config back
+            start = len(ha.messages)
+            await ha.publish("status", b"online")
+            again = await ha.wait_for(is_config(prefix, f"ivh_{sid}"), start=start)
+            assert again.json() == session
+            await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"), start=start)
+
+            # the close button's payload closes the session; its device goes away
+            await probe.client.publish(cmps["close"]["command_topic"], b"{}", qos=1)
+            await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "closed")
+            gone = await ha.wait_for(
+                lambda m: is_config(prefix, f"ivh_{sid}")(m) and m.payload == b"", start=start
+            )
+            assert gone.topic == msg.topic
+
+
+async def test_speaking_through_the_text_entity(broker: Broker, base: str) -> None:
+    prefix = f"ha{base}"
+    async with emulator() as emu:
+        sections = upstream_sections(emu, desk={"enabled": False})
+        sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+        async with (
+            Probe(broker.port, prefix) as ha,
+            running(settings_for(broker.url, base, **sections)),
+            Probe(broker.port, base) as probe,
+        ):
+            reply = await probe.request(
+                "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+            )
+            sid = reply["data"]["session_id"]
+            await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+            await probe.request("ivh/start_session", {"session_id": sid})
+            config = (await ha.wait_for(is_config(prefix, f"ivh_{sid}"))).json()
+            await probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected")
+            # Home Assistant publishes the entity's plain text value on its command topic
+            await probe.client.publish(config["cmps"]["say"]["command_topic"], b"hi", qos=1)
+            answer = await probe.wait_json("bridge/response/ivh/send_text")
+            assert answer["status"] == "ok", json.dumps(answer)
+
+
+async def test_disabled_by_default(broker: Broker, base: str) -> None:
+    async with Probe(broker.port, "homeassistant") as ha, running(settings_for(broker.url, base)):
+        async with Probe(broker.port, base) as probe:
+            await probe.request("bridge/health_check")
+        assert not [m for m in ha.messages if base in m.topic]

@@ -1,0 +1,134 @@
+"""The HTTP endpoint (`http.listen`): /healthz, /readyz and /metrics of a live bridge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.app import App
+from tests.support.bridge import running, settings_for
+from tests.support.broker import Broker, free_port
+from tests.support.cloud import Admin, emulator, upstream_sections
+from tests.support.mqtt_probe import Probe
+
+# family (as the reference parser names it) -> type: what the issue asks /metrics to show
+FAMILIES = {
+    "tencent2mqtt_actions": "counter",  # by action and outcome
+    "tencent2mqtt_upstream_calls": "counter",
+    "tencent2mqtt_upstream_latency_seconds": "histogram",
+    "tencent2mqtt_upstream_retries": "counter",
+    "tencent2mqtt_ivh_open_channels": "gauge",
+    "tencent2mqtt_desk_watched_sessions": "gauge",
+    "tencent2mqtt_ivh_channel_queue_depth": "gauge",
+    "tencent2mqtt_desk_stream_queue_depth": "gauge",
+    "tencent2mqtt_mqtt_outbox_depth": "gauge",
+    "tencent2mqtt_mqtt_reconnects": "counter",
+    "tencent2mqtt_mqtt_connected": "gauge",
+}
+
+
+async def get(app: App, path: str) -> httpx.Response:
+    url = f"http://{app.settings.http.listen}{path}"
+    async with httpx.AsyncClient(timeout=5) as client, asyncio.timeout(10):
+        while True:  # the server starts with the bridge's task group
+            try:
+                return await client.get(url)
+            except httpx.ConnectError:
+                await asyncio.sleep(0.05)
+
+
+async def until_ready(app: App, expected: bool) -> httpx.Response:
+    async with asyncio.timeout(10):
+        while True:
+            response = await get(app, "/readyz")
+            if (response.status_code == 200) == expected:
+                return response
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def world(broker: Broker, base: str) -> AsyncIterator[tuple[App, Admin, Probe]]:
+    async with emulator() as emu, Admin(emu) as admin:
+        sections: dict[str, Any] = upstream_sections(emu)
+        sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
+        async with (
+            running(settings_for(broker.url, base, **sections)) as app,
+            Probe(broker.port, base) as probe,
+        ):
+            yield app, admin, probe
+
+
+def families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+async def test_healthz_readyz_and_metrics(world: tuple[App, Admin, Probe]) -> None:
+    app, admin, probe = world
+    health = await get(app, "/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    ready = await until_ready(app, True)
+    assert ready.json() == {"ready": True, "checks": {"mqtt": True, "ivh": True, "desk": True}}
+
+    assert (await probe.request("bridge/health_check"))["status"] == "ok"
+    sid = await admin.desk_session(state="chatbot")
+    assert (await probe.request("desk/watch", {"session_id": sid}))["status"] == "ok"
+    bad = await probe.request("ivh/get_session", {"session_id": "nope"})
+    assert bad["status"] == "error"
+
+    response = await get(app, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    found = families(text)  # the reference parser accepts the whole exposition
+    for name, kind in FAMILIES.items():
+        assert name in found, name
+        assert found[name].type == kind, name
+        exposed = f"{name}_total" if kind == "counter" else name
+        assert f"# HELP {exposed} " in text and f"# TYPE {exposed} {kind}" in text
+    actions = {
+        (s.labels["action"], s.labels["outcome"]): s.value
+        for s in found["tencent2mqtt_actions"].samples
+    }
+    assert actions[("bridge/health_check", "ok")] == 1
+    assert actions[("desk/watch", "ok")] == 1
+    assert any(a == "ivh/get_session" and o != "ok" for a, o in actions)
+    watched = found["tencent2mqtt_desk_watched_sessions"].samples[0].value
+    assert watched == 1
+    latency = found["tencent2mqtt_upstream_latency_seconds"].samples
+    assert any(s.name.endswith("_count") and s.value >= 1 for s in latency)
+
+
+async def test_readyz_is_503_while_a_service_is_unreachable(
+    world: tuple[App, Admin, Probe],
+) -> None:
+    app, admin, _ = world
+    await until_ready(app, True)
+    await admin.fault("listsessionofuin", 1000, http_status=503)
+    failing = await until_ready(app, False)
+    assert failing.status_code == 503
+    assert failing.json()["checks"] == {"mqtt": True, "ivh": False, "desk": True}
+    assert (await get(app, "/healthz")).status_code == 200  # the process is still up
+    retries = families((await get(app, "/metrics")).text)["tencent2mqtt_upstream_retries"]
+    assert sum(s.value for s in retries.samples if s.labels["service"] == "ivh") >= 1
+    await admin.call("DELETE", "/faults")
+    await until_ready(app, True)
+
+
+async def test_readyz_is_503_without_mqtt(own_broker: Broker, base: str) -> None:
+    settings = settings_for(own_broker.url, base, http={"listen": f"127.0.0.1:{free_port()}"})
+    async with running(settings) as app:
+        await until_ready(app, True)
+        own_broker.kill()
+        down = await until_ready(app, False)
+        assert down.json() == {"ready": False, "checks": {"mqtt": False}}
+        metrics = families((await get(app, "/metrics")).text)
+        assert metrics["tencent2mqtt_mqtt_connected"].samples[0].value == 0
+        own_broker.start()
+        await until_ready(app, True)
+        metrics = families((await get(app, "/metrics")).text)
+        assert metrics["tencent2mqtt_mqtt_reconnects"].samples[0].value == 1
