@@ -42,6 +42,7 @@ class DeskFeature:
         self._states: dict[str, StateKey] = {}
         self._streams: dict[str, SessionStream] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
         self._watcher = DeskWatcher(
             poll=self._poll, default_interval=self._cfg.poll_interval, rate=self._cfg.rate_limit
@@ -56,13 +57,16 @@ class DeskFeature:
         """Watch sessions, host the stream senders, finish idle streams."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self._watcher.run(), name="desk-watch")
+            self._watching = tg.create_task(self._watcher.run(), name="desk-watch")
             tg.create_task(self._idle_loop(), name="desk-stream-idle")
             for stream in self._streams.values():
                 self._kick(stream)
 
     async def aclose(self) -> None:
         """Let queued chunks go out (bounded by the caller), stop polling, close HTTP."""
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
         await self._watcher.aclose()
         await asyncio.gather(*self._senders, return_exceptions=True)
         await self._http.aclose()

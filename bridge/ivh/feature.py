@@ -73,6 +73,7 @@ class IvhFeature:
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
         self._listeners: list[Transition] = []
+        self._poller: asyncio.Task[None] | None = None
         self.last_poll_ms = 0.0
         self.polls = 0
 
@@ -83,7 +84,7 @@ class IvhFeature:
             self._tg = tg
             for channel in self._channels.values():
                 self._spawn(channel)
-            tg.create_task(self._poll_loop(), name="ivh-poll")
+            self._poller = tg.create_task(self._poll_loop(), name="ivh-poll")
 
     async def _poll_loop(self) -> None:
         while True:
@@ -111,10 +112,10 @@ class IvhFeature:
         self._last_error = {"code": exc.code, "message": exc.message, "at": time.time()}
 
     async def aclose(self) -> None:
-        """Close every channel, then the HTTP client."""
+        """Stop polling, close every channel, then the HTTP client."""
         for channel in self._channels.values():
             channel.close()
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *([self._poller] if self._poller else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

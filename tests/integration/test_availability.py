@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe
 
 
@@ -128,3 +132,20 @@ async def test_birth_says_online_first_and_each_retained_topic_once(
     first_health = probe.on("bridge/health")[0]
     assert first_health["mqtt"]["connected"] is True
     assert topics.count("bridge/info") == 1
+
+
+async def test_shutdown_while_polling_is_quiet(
+    broker: Broker, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping mid-poll stops the pollers first: no task fails on a closed HTTP client."""
+    async with emulator() as emu, Admin(emu) as admin:
+        sid = await admin.desk_session()
+        sections = upstream_sections(
+            emu, ivh={"poll_interval": 0.01}, desk={"poll_interval": 0.01, "watch": [sid]}
+        )
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            async with asyncio.timeout(5):
+                while app.features[0].status()["polls"] < 5:
+                    await asyncio.sleep(0.01)
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failures == [], [r.getMessage() for r in failures]
