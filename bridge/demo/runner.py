@@ -109,6 +109,8 @@ async def _with_bridge(
         ToolClient(settings.mqtt, name="demo-kiosk") as kiosk_client,
     ):
         monitor = Monitor(watch, opts.base_topic, color=opts.color)
+        await monitor.subscribe()
+        await kiosk_client.prepare_replies(Topics(opts.base_topic))
         _banner(opts, settings, emu, monitor)
         kiosk = Kiosk(
             client=kiosk_client,
