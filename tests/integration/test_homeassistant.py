@@ -138,3 +138,27 @@ async def test_disabled_by_default(broker: Broker, base: str) -> None:
         async with Probe(broker.port, base) as probe:
             await probe.request("bridge/health_check")
         assert not [m for m in ha.messages if base in m.topic]
+
+
+async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: str) -> None:
+    prefix = f"ha{base}"
+    stale = f"{prefix}/device/tencent2mqtt_{base}_ivh_gone-while-stopped/config"
+    other = f"{prefix}/device/someone_else/config"
+    async with Probe(broker.port, prefix) as ha:
+        for topic in (stale, other):  # left by an earlier run / by another integration
+            await ha.client.publish(topic, b'{"dev":{}}', qos=1, retain=True)
+        async with emulator() as emu:
+            sections = upstream_sections(emu, desk={"enabled": False})
+            sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+            async with (
+                running(settings_for(broker.url, base, **sections)),
+                Probe(broker.port, base) as probe,
+            ):
+                reply = await probe.request(
+                    "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+                )
+                live = (await ha.wait_for(is_config(prefix, reply["data"]["session_id"]))).topic
+                await ha.wait_for(lambda m: m.topic == stale and m.payload == b"", timeout=10)
+        cleared = {m.topic for m in ha.messages if m.payload == b""}
+        assert other not in cleared and live not in cleared
+        await ha.client.publish(other, b"", qos=1, retain=True)
