@@ -12,6 +12,7 @@ Keys follow Home Assistant's documented device discovery schema (`dev`, `o`, `cm
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -69,10 +70,21 @@ class HomeAssistant:
         object_id = self._ha.object_id(msg.topic)
         if object_id is None:
             return False
-        stale_candidate = msg.retain and msg.payload and not self._swept
-        if stale_candidate and object_id.startswith(self._session_prefix):
+        candidate = msg.retain and not self._swept and object_id.startswith(self._session_prefix)
+        if candidate and self._owned(msg.payload):
             self._found.add(object_id)
         return True
+
+    def _owned(self, payload: bytes) -> bool:
+        """Whether a retained config is one of this bridge's session devices (by its topics)."""
+        try:
+            status = json.loads(payload)["cmps"]["status"]["state_topic"]
+        except (ValueError, TypeError, KeyError):
+            return False
+        head, tail = f"{self._topics.base}/ivh/", "/state"
+        if not (isinstance(status, str) and status.startswith(head) and status.endswith(tail)):
+            return False
+        return "/" not in status[len(head) : -len(tail)]
 
     async def run(self) -> None:
         """Once the first polls had time to run, clear configs of sessions no longer live."""

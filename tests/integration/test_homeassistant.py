@@ -144,9 +144,13 @@ async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: 
     prefix = f"ha{base}"
     stale = f"{prefix}/device/tencent2mqtt_{base}_ivh_gone-while-stopped/config"
     other = f"{prefix}/device/someone_else/config"
+    lookalike = f"{prefix}/device/tencent2mqtt_{base}_ivh_x/config"  # another bridge's device
+    left = {"cmps": {"status": {"state_topic": f"{base}/ivh/gone-while-stopped/state"}}}
+    foreign = {"cmps": {"connectivity": {"state_topic": f"{base}_ivh_x/bridge/state"}}}
     async with Probe(broker.port, prefix) as ha:
-        for topic in (stale, other):  # left by an earlier run / by another integration
-            await ha.client.publish(topic, b'{"dev":{}}', qos=1, retain=True)
+        configs = {stale: left, other: {"dev": {}}, lookalike: foreign}
+        for topic, config in configs.items():  # an earlier run's, another integration's
+            await ha.client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
         async with emulator() as emu:
             sections = upstream_sections(emu, desk={"enabled": False})
             sections["homeassistant"] = {"enabled": True, "prefix": prefix}
@@ -160,5 +164,6 @@ async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: 
                 live = (await ha.wait_for(is_config(prefix, reply["data"]["session_id"]))).topic
                 await ha.wait_for(lambda m: m.topic == stale and m.payload == b"", timeout=10)
         cleared = {m.topic for m in ha.messages if m.payload == b""}
-        assert other not in cleared and live not in cleared
-        await ha.client.publish(other, b"", qos=1, retain=True)
+        assert not cleared & {other, lookalike, live}
+        for topic in (other, lookalike):
+            await ha.client.publish(topic, b"", qos=1, retain=True)
