@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def bridge_settings(opts: DemoOptions, url: str, emu: Emulator, http_port: int) 
     """The demo bridge: the emulator as upstream, quick polling, the HTTP endpoint on."""
     info = emu.info()
     mqtt = opts.settings.mqtt.model_dump()
-    mqtt |= {"url": url, "base_topic": opts.base_topic, "client_id": f"demo-{free_port()}"}
+    client_id = f"tencent2mqtt-demo-{uuid.uuid4().hex[:8]}"
+    mqtt |= {"url": url, "base_topic": opts.base_topic, "client_id": client_id}
     data: dict[str, Any] = {
         "mqtt": mqtt,
         "ivh": {
@@ -91,13 +93,18 @@ async def run_demo(opts: DemoOptions) -> int:
     """Run until Ctrl-C, SIGTERM, `--duration` or (with `--once`) the end of the script."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     emulated = EmulatorConfig.generate(prepare_delay=min(1.0, opts.pace), speak_delay=0.1)
-    with broker_url(opts) as url:
-        async with Emulator(emulated) as emu:
-            settings = bridge_settings(opts, url, emu, free_port())
-            return await _with_bridge(opts, settings, emu, stop)
+    try:
+        with broker_url(opts) as url:
+            async with Emulator(emulated) as emu:
+                settings = bridge_settings(opts, url, emu, free_port())
+                return await _with_bridge(opts, settings, emu, stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def _with_bridge(
