@@ -186,6 +186,9 @@ def _banner(opts: DemoOptions, settings: Settings, emu: Emulator, monitor: Monit
         f"  metrics   http://{settings.http.listen}/metrics",
         "watch the traffic from another terminal:",
         f"  mosquitto_sub -h {mqtt.host} -p {mqtt.port} -t '{opts.base_topic}/#' -v",
+        "or send a request:",
+        f"  TENCENT2MQTT_MQTT__URL={mqtt.url} TENCENT2MQTT_MQTT__BASE_TOPIC={opts.base_topic} "
+        "tencent2mqtt request ivh/list_sessions",
         "Ctrl-C stops everything.",
         "",
     ]
