@@ -20,7 +20,7 @@ from bridge.homeassistant import HomeAssistant
 from bridge.metrics import Metrics
 from bridge.mqtt import Inbound, MqttLink
 from bridge.tencent.retry import RetryPolicy
-from bridge.topics import DiscoveryTopics, Topics
+from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class App:
     def _subscriptions(self) -> list[str]:
         subs = self.topics.subscriptions()
         if self.settings.homeassistant.enabled:
-            subs.append(DiscoveryTopics(self.settings.homeassistant.prefix).status)
+            subs += HomeAssistant.subscriptions(self.settings.homeassistant.prefix)
         return subs
 
     def _build_homeassistant(self) -> HomeAssistant | None:
@@ -113,6 +113,7 @@ class App:
             prefix=self.settings.homeassistant.prefix,
             publisher=self.link,
             services=self.services,
+            settle=max(1.0, 3 * self.settings.ivh.poll_interval),
         )
         from bridge.ivh.feature import IvhFeature
 
@@ -184,12 +185,17 @@ class App:
         await self.dispatcher.submit(msg)
 
     def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Optional tasks: the HTTP endpoint."""
-        if not self.settings.http.listen:
-            return []
-        from bridge.http import serve_http
+        """Optional tasks: the HTTP endpoint, Home Assistant's stale-device sweep."""
+        tasks = []
+        if self.settings.http.listen:
+            from bridge.http import serve_http
 
-        return [tg.create_task(_supervised("http", lambda: serve_http(self)), name="http")]
+            serve = _supervised("http", lambda: serve_http(self))
+            tasks.append(tg.create_task(serve, name="http"))
+        if self.homeassistant is not None:
+            sweep = _supervised("homeassistant", self.homeassistant.run)
+            tasks.append(tg.create_task(sweep, name="homeassistant"))
+        return tasks
 
     async def shutdown(self) -> None:
         """Stop taking commands, finish in-flight calls, close channels, say offline."""

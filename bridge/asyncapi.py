@@ -176,7 +176,7 @@ def asyncapi(settings: Settings, specs: list[ActionSpec]) -> dict[str, Any]:
 def _add(b: _Builder, doc: TopicDoc, specs: dict[str, ActionSpec]) -> None:
     spec = specs.get(doc.action or "")
     if doc.kind == "request" and spec is not None:
-        b.message(f"{doc.key}", _request_schema(b, spec, shorthand=False), spec.summary)
+        b.message(doc.key, _request_schema(b, spec, shorthand=False), spec.summary)
         b.channel(doc, doc.key)
     elif doc.kind == "command" and spec is not None:
         b.message(doc.key, _request_schema(b, spec, shorthand=True), doc.summary)

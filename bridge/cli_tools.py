@@ -63,8 +63,14 @@ def topic_tree(settings: Settings, specs: list[Any]) -> str:
 @click.command("request")
 @config_option
 @click.argument("action")
-@click.argument("payload", required=False, default="{}")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
+@click.argument("payload", metavar="[JSON]", required=False, default="{}")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the answer.",
+)
 def request_command(config_path: Path | None, action: str, payload: str, timeout: float) -> None:
     """Publish one ACTION request (e.g. ivh/list_sessions '{}') and print its response.
 

@@ -4,11 +4,15 @@ One device for the bridge (connectivity, active IVH sessions) and one per live I
 (status sensor, close button, text entity that speaks). Configs are retained, so the link
 re-asserts them after a reconnect; they are published again when Home Assistant's birth message
 (`<prefix>/status` = `online`) arrives, and cleared (empty retained) when a session closes.
+A session that closed while the bridge was stopped is found among the retained configs the
+bridge receives at subscribe time, and cleared once the first IVH polls had time to run.
 Keys follow Home Assistant's documented device discovery schema (`dev`, `o`, `cmps`, `p`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
@@ -31,28 +35,70 @@ class HomeAssistant:
     """Publishes and removes discovery configs as the bridge and its IVH sessions come and go."""
 
     def __init__(
-        self, *, topics: Topics, prefix: str, publisher: Publisher, services: list[str]
+        self,
+        *,
+        topics: Topics,
+        prefix: str,
+        publisher: Publisher,
+        services: list[str],
+        settle: float = 15.0,
     ) -> None:
         self._topics = topics
         self._ha = DiscoveryTopics(prefix)
         self._publisher = publisher
         self._services = services
+        self._settle = settle
         self._bridge_id = discovery_object_id("tencent2mqtt", topics.base)
+        self._session_prefix = discovery_object_id("tencent2mqtt", topics.base, "ivh", "")
         self._sessions: dict[str, str] = {}  # session id -> discovery object id
+        self._found: set[str] = set()  # session object ids retained in the broker
+        self._swept = False
 
-    @property
-    def subscriptions(self) -> list[str]:
-        """Topics the link must subscribe to for this extension."""
-        return [self._ha.status]
+    @staticmethod
+    def subscriptions(prefix: str) -> list[str]:
+        """Topics the link must subscribe to: the birth message and the retained configs."""
+        ha = DiscoveryTopics(prefix)
+        return [ha.status, ha.device_configs]
 
     def handles(self, msg: Inbound) -> bool:
-        """Take Home Assistant's birth message; False for anything else."""
-        if msg.topic != self._ha.status:
+        """Take Home Assistant's birth message and discovery configs; False for anything else."""
+        if msg.topic == self._ha.status:
+            if msg.payload.strip() == b"online":
+                log.info("homeassistant: online; publishing discovery again")
+                self.publish_all()
+            return True
+        object_id = self._ha.object_id(msg.topic)
+        if object_id is None:
             return False
-        if msg.payload.strip() == b"online":
-            log.info("homeassistant: online; publishing discovery again")
-            self.publish_all()
+        candidate = msg.retain and not self._swept and object_id.startswith(self._session_prefix)
+        if candidate and self._owned(msg.payload):
+            self._found.add(object_id)
         return True
+
+    def _owned(self, payload: bytes) -> bool:
+        """Whether a retained config is one of this bridge's session devices (by its topics)."""
+        try:
+            status = json.loads(payload)["cmps"]["status"]["state_topic"]
+        except (ValueError, TypeError, KeyError):
+            return False
+        head, tail = f"{self._topics.base}/ivh/", "/state"
+        if not (isinstance(status, str) and status.startswith(head) and status.endswith(tail)):
+            return False
+        return "/" not in status[len(head) : -len(tail)]
+
+    async def run(self) -> None:
+        """Once the first polls had time to run, clear configs of sessions no longer live."""
+        await asyncio.sleep(self._settle)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Clear the retained configs of sessions this bridge does not know as live."""
+        live = set(self._sessions.values())
+        for object_id in sorted(self._found - live):
+            log.info("homeassistant: removing the stale device %s", object_id)
+            self._publisher.clear_retained(self._ha.device_config(object_id))
+        self._found.clear()
+        self._swept = True
 
     def publish_all(self) -> None:
         """Publish the bridge device and every live session device."""

@@ -33,6 +33,7 @@ class ToolClient:
     def __init__(self, config: MqttConfig, *, name: str = "tool") -> None:
         self.config = config
         self.client_id = f"tencent2mqtt-{name}-{uuid.uuid4().hex[:8]}"
+        self._subscribed: set[str] = set()
         self._client = aiomqtt.Client(
             config.host,
             config.port,
@@ -62,8 +63,16 @@ class ToolClient:
         await self._client.__aexit__(None, None, None)
 
     async def subscribe(self, *filters: str) -> None:
-        """Subscribe to topic filters at QoS 1."""
-        await self._client.subscribe([(topic, 1) for topic in filters])
+        """Subscribe to topic filters at QoS 1 (once each)."""
+        new = [topic for topic in filters if topic not in self._subscribed]
+        if new:
+            await self._client.subscribe([(topic, 1) for topic in new])
+            self._subscribed.update(new)
+
+    async def prepare_replies(self, topics: Topics) -> None:
+        """Subscribe to the private response topic now, not at the first request (MQTT 5)."""
+        if self.v5:
+            await self.subscribe(topics.client_response(self.client_id))
 
     async def messages(self) -> AsyncIterator[Inbound]:
         """Every message received, as it comes."""

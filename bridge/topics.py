@@ -177,3 +177,16 @@ class DiscoveryTopics:
     def device_config(self, object_id: str) -> str:
         """A device-based discovery config: `<prefix>/device/<object_id>/config`."""
         return f"{self.prefix}/device/{object_id}/config"
+
+    @property
+    def device_configs(self) -> str:
+        """The filter matching every device-based discovery config."""
+        return self.device_config("+")
+
+    def object_id(self, topic: str) -> str | None:
+        """The object id of a device config topic, else None."""
+        head, tail = f"{self.prefix}/device/", "/config"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return None
+        object_id = topic[len(head) : -len(tail)]
+        return object_id if object_id and "/" not in object_id else None

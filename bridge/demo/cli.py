@@ -65,4 +65,8 @@ def demo_command(
         pace=pace,
         color=not no_color and sys.stdout.isatty(),
     )
-    sys.exit(asyncio.run(run_demo(options)))
+    try:
+        code = asyncio.run(run_demo(options))
+    except KeyboardInterrupt:  # Ctrl-C before the demo's own handler was installed
+        code = 0
+    sys.exit(code)

@@ -61,9 +61,12 @@ class Monitor:
         self.seen: list[Seen] = []
         self._changed = asyncio.Condition()
 
-    async def run(self) -> None:
-        """Subscribe and print until cancelled."""
+    async def subscribe(self) -> None:
+        """Subscribe to everything under the base topic (before the bridge starts)."""
         await self._client.subscribe(f"{self._base}/#")
+
+    async def run(self) -> None:
+        """Print every message until cancelled."""
         async for msg in self._client.messages():
             await self._record(msg)
 

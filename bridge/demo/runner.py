@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def bridge_settings(opts: DemoOptions, url: str, emu: Emulator, http_port: int) 
     """The demo bridge: the emulator as upstream, quick polling, the HTTP endpoint on."""
     info = emu.info()
     mqtt = opts.settings.mqtt.model_dump()
-    mqtt |= {"url": url, "base_topic": opts.base_topic, "client_id": f"demo-{free_port()}"}
+    client_id = f"tencent2mqtt-demo-{uuid.uuid4().hex[:8]}"
+    mqtt |= {"url": url, "base_topic": opts.base_topic, "client_id": client_id}
     data: dict[str, Any] = {
         "mqtt": mqtt,
         "ivh": {
@@ -91,13 +93,18 @@ async def run_demo(opts: DemoOptions) -> int:
     """Run until Ctrl-C, SIGTERM, `--duration` or (with `--once`) the end of the script."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     emulated = EmulatorConfig.generate(prepare_delay=min(1.0, opts.pace), speak_delay=0.1)
-    with broker_url(opts) as url:
-        async with Emulator(emulated) as emu:
-            settings = bridge_settings(opts, url, emu, free_port())
-            return await _with_bridge(opts, settings, emu, stop)
+    try:
+        with broker_url(opts) as url:
+            async with Emulator(emulated) as emu:
+                settings = bridge_settings(opts, url, emu, free_port())
+                return await _with_bridge(opts, settings, emu, stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def _with_bridge(
@@ -109,6 +116,8 @@ async def _with_bridge(
         ToolClient(settings.mqtt, name="demo-kiosk") as kiosk_client,
     ):
         monitor = Monitor(watch, opts.base_topic, color=opts.color)
+        await monitor.subscribe()
+        await kiosk_client.prepare_replies(Topics(opts.base_topic))
         _banner(opts, settings, emu, monitor)
         kiosk = Kiosk(
             client=kiosk_client,
@@ -177,6 +186,9 @@ def _banner(opts: DemoOptions, settings: Settings, emu: Emulator, monitor: Monit
         f"  metrics   http://{settings.http.listen}/metrics",
         "watch the traffic from another terminal:",
         f"  mosquitto_sub -h {mqtt.host} -p {mqtt.port} -t '{opts.base_topic}/#' -v",
+        "or send a request:",
+        f"  TENCENT2MQTT_MQTT__URL={mqtt.url} TENCENT2MQTT_MQTT__BASE_TOPIC={opts.base_topic} "
+        "tencent2mqtt request ivh/list_sessions",
         "Ctrl-C stops everything.",
         "",
     ]

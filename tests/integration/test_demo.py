@@ -9,6 +9,13 @@ import signal
 import socket
 import sys
 
+import pytest
+
+from bridge.demo.runner import DemoOptions, run_demo
+from tests.support.bridge import settings_for
+from tests.support.broker import Broker
+from tests.support.mqtt_probe import Probe
+
 SUB_LINE = re.compile(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+) -t 'tencent2mqtt/#' -v")
 
 
@@ -98,3 +105,29 @@ async def test_duration_ends_the_demo() -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, out.decode()
     assert "demo stopped" in out.decode()
+
+
+async def test_without_mosquitto_it_uses_the_configured_broker(
+    broker: Broker, base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = DemoOptions(
+        settings=settings_for(broker.url, base),
+        private_broker=False,
+        base_topic=base,
+        duration=None,
+        once=True,
+        pace=0,
+        color=False,
+    )
+    async with Probe(broker.port, base) as probe:
+        assert await run_demo(options) == 0
+    out = capsys.readouterr().out
+    assert f"mosquitto_sub -h 127.0.0.1 -p {broker.port} -t '{base}/#' -v" in out
+    assert "the configured broker" in out
+    states = [
+        m.json()
+        for m in probe.messages
+        if m.topic.startswith(f"{base}/ivh/") and m.topic.endswith("/state") and m.payload
+    ]
+    assert [s["status"] for s in states][-1] == "closed"
+    assert any(m.topic.startswith(f"{base}/desk/") for m in probe.messages)

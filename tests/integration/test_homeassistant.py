@@ -138,3 +138,32 @@ async def test_disabled_by_default(broker: Broker, base: str) -> None:
         async with Probe(broker.port, base) as probe:
             await probe.request("bridge/health_check")
         assert not [m for m in ha.messages if base in m.topic]
+
+
+async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: str) -> None:
+    prefix = f"ha{base}"
+    stale = f"{prefix}/device/tencent2mqtt_{base}_ivh_gone-while-stopped/config"
+    other = f"{prefix}/device/someone_else/config"
+    lookalike = f"{prefix}/device/tencent2mqtt_{base}_ivh_x/config"  # another bridge's device
+    left = {"cmps": {"status": {"state_topic": f"{base}/ivh/gone-while-stopped/state"}}}
+    foreign = {"cmps": {"connectivity": {"state_topic": f"{base}_ivh_x/bridge/state"}}}
+    async with Probe(broker.port, prefix) as ha:
+        configs = {stale: left, other: {"dev": {}}, lookalike: foreign}
+        for topic, config in configs.items():  # an earlier run's, another integration's
+            await ha.client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+        async with emulator() as emu:
+            sections = upstream_sections(emu, desk={"enabled": False})
+            sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+            async with (
+                running(settings_for(broker.url, base, **sections)),
+                Probe(broker.port, base) as probe,
+            ):
+                reply = await probe.request(
+                    "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+                )
+                live = (await ha.wait_for(is_config(prefix, reply["data"]["session_id"]))).topic
+                await ha.wait_for(lambda m: m.topic == stale and m.payload == b"", timeout=10)
+        cleared = {m.topic for m in ha.messages if m.payload == b""}
+        assert not cleared & {other, lookalike, live}
+        for topic in (other, lookalike):
+            await ha.client.publish(topic, b"", qos=1, retain=True)
