@@ -126,14 +126,18 @@ class SessionTracker:
             listed.add(info.session_id)
             if self._signatures.get(info.session_id) != info_signature(info):
                 known = self._states.get(info.session_id)
-                self.apply(state_of(info, known=known))
+                self._apply(state_of(info, known=known))
         for sid, state in list(self._states.items()):
             if sid not in listed and not state.terminal:
-                self.mark_closed(sid)  # left the list: closed (SPEC 3.4)
+                self._close(sid)  # left the list: closed (SPEC 3.4)
         self.flush()
 
     def apply(self, state: SessionState) -> None:
-        """One session's new state (from a poll or an action); publishes it if it changed."""
+        """One session's new state (from an action); publishes it and the snapshot if changed."""
+        self._apply(state)
+        self.flush()
+
+    def _apply(self, state: SessionState) -> None:
         before = self._states.get(state.session_id)
         if before is not None and before.signature() == state.signature():
             return
@@ -147,12 +151,16 @@ class SessionTracker:
         self._on_transition(before, state)
 
     def mark_closed(self, session_id: str) -> None:
-        """The session is closed (closed through the bridge, gone from the list, or 110013)."""
+        """The session is closed (closed through the bridge, or 110013): publish it now."""
+        self._close(session_id)
+        self.flush()
+
+    def _close(self, session_id: str) -> None:
         known = self._states.get(session_id)
         if known is not None and known.status_code == 2:
             return
         base = known or SessionState(session_id, "closed", 2, False, None, None, None, "")
-        self.apply(replace(base, status="closed", status_code=2, updated_at=now_iso()))
+        self._apply(replace(base, status="closed", status_code=2, updated_at=now_iso()))
 
     def _events(self, before: SessionState | None, after: SessionState) -> None:
         was = before.status if before else None

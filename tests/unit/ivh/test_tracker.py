@@ -116,3 +116,11 @@ def test_unknown_status_codes_are_kept_and_named() -> None:
     tracker.apply_list([info("a", 7)])
     state = json.loads(recorder.retained["t/ivh/a/state"])
     assert (state["status"], state["status_code"]) == ("unknown", 7)
+
+
+def test_a_close_through_the_bridge_updates_the_snapshot_at_once() -> None:
+    tracker, recorder, _ = make()
+    tracker.apply_list([info("a", 1, started=True)])
+    tracker.mark_closed("a")
+    snapshot = json.loads(recorder.retained["t/ivh/sessions"])
+    assert [s["status"] for s in snapshot["sessions"]] == ["closed"]
