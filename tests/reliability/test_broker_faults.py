@@ -126,3 +126,33 @@ def _transactions(probe: Probe) -> list[int]:
 def _answered(probe: Probe) -> int:
     ok = [r for r in probe.on("bridge/response/desk/get_session_state") if r["status"] == "ok"]
     return len(ok)
+
+
+async def test_a_hung_broker_leaves_no_socket_behind(base: str) -> None:
+    """A broker that accepts TCP and never sends CONNACK: stopping the bridge mid-connect
+    closes the socket (aiomqtt alone leaves it open until garbage collection)."""
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = settings_for(f"mqtt://127.0.0.1:{port}", base)
+        async with running(settings, connected=False) as app:
+            reader = await asyncio.wait_for(accepted.get(), 10)
+            assert await asyncio.wait_for(reader.read(4096), 10)  # CONNECT: now it waits
+            assert not app.link.connected.is_set()
+        figures.add("faults_injected")
+        async with asyncio.timeout(5):
+            while await reader.read(4096):  # EOF once the bridge closed its socket
+                pass
+        figures.add("leaks_checked")
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
