@@ -137,13 +137,16 @@ class MqttLink:
         """Connect, serve and reconnect until `close()`."""
         delays = backoff(0.2, self._config.reconnect_max_delay)
         while not self._stop.is_set():
+            client = self._client()
             try:
-                async with self._client() as client:
+                async with client:
                     delays = backoff(0.2, self._config.reconnect_max_delay)
                     await self._serve(client, on_message)
                 return
             except* aiomqtt.MqttError as group:
                 self._lost(group.exceptions[0])
+            finally:
+                _close_socket(client)
             if not self._stop.is_set():
                 await self._sleep(next(delays))
 
@@ -291,6 +294,17 @@ class MqttLink:
         return aiomqtt.Client(cfg.host, cfg.port, **kwargs)
 
 
+def _close_socket(client: aiomqtt.Client) -> None:
+    """Close the socket of an attempt that failed or was cancelled before CONNACK.
+
+    aiomqtt leaves it open when connecting times out or is cancelled (e.g. a TLS broker that
+    rejects the client certificate after the handshake): one leaked socket per attempt.
+    Paho's own close also unregisters it from the event loop.
+    """
+    paho = client._client
+    paho._sock_close()
+
+
 def _connect_properties(cfg: MqttConfig) -> Properties | None:
     if not cfg.session_expiry:
         return None
@@ -302,6 +316,7 @@ def _connect_properties(cfg: MqttConfig) -> Properties | None:
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
     """TLS for `mqtts://`: CA and client certificate; `tls_insecure` skips verification."""
     ctx = ssl.create_default_context(cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
+    ctx.sslsocket_class = _ClosingSSLSocket
     if cfg.tls_cert_file:
         key = str(cfg.tls_key_file) if cfg.tls_key_file else None
         ctx.load_cert_chain(str(cfg.tls_cert_file), key)
@@ -309,6 +324,19 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho does not, so every refused attempt (a
+    server certificate that does not verify) would leak a socket until garbage collection."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        """The TLS handshake; the socket is closed if it fails."""
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def inbound(message: aiomqtt.Message) -> Inbound:

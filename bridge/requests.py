@@ -39,6 +39,8 @@ class RequestContext:
     def start(cls, route: Route, msg: Inbound, topics: Topics) -> RequestContext:
         """A context for `route`, answering on the Response Topic when the request gave one."""
         custom = _valid_response_topic(msg.response_topic)
+        if custom is not None and topics.parse(custom) is not None:
+            custom = None  # an answer on a command topic would come back as a request
         return cls(
             action=route.action,
             topic=msg.topic,

@@ -15,6 +15,7 @@ from typing import Any
 
 from bridge.app import App
 from bridge.config import Settings
+from tests.support import leaks
 
 
 def unique_base() -> str:
@@ -32,7 +33,9 @@ def settings_for(broker_url: str, base: str, **sections: Mapping[str, Any]) -> S
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
-    return Settings(**data)
+    settings = Settings(**data)
+    leaks.watch().secret(*settings.secrets())
+    return settings
 
 
 @contextlib.asynccontextmanager
@@ -59,6 +62,8 @@ class BridgeProcess:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = workdir / f"bridge-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        leaks.watch().secret(*(v for k, v in env.items() if _is_secret_key(k)))
+        leaks.watch().source("bridge process", lambda: [("log", self.log())])
 
     def start(self) -> None:
         """Start the process, logging to a file."""
@@ -82,10 +87,23 @@ class BridgeProcess:
 
     def log(self) -> str:
         """Everything the process printed."""
+        if not self.log_path.exists():
+            return ""
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.proc is not None
+        return self.proc.pid
 
     def stop(self) -> None:
         """Kill it if still running."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def _is_secret_key(name: str) -> bool:
+    upper = name.upper()
+    return upper.endswith(("__PASSWORD", "__ACCESS_TOKEN", "__SECRET_KEY"))

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from bridge.emulator import Emulator, EmulatorConfig
+from tests.support import leaks
 
 
 @contextlib.asynccontextmanager
@@ -16,7 +17,9 @@ async def emulator(**overrides: Any) -> AsyncIterator[Emulator]:
     """A fast emulator on a free loopback port."""
     params: dict[str, Any] = {"prepare_delay": 0.05, "speak_delay": 0.01}
     params.update(overrides)
-    async with Emulator(EmulatorConfig.generate(**params)) as emu:
+    config = EmulatorConfig.generate(**params)
+    leaks.watch().secret(config.access_token, config.secret_key)
+    async with Emulator(config) as emu:
         yield emu
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import uuid
@@ -13,6 +14,8 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from tests.support import leaks
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Probe:
         self._changed = asyncio.Condition()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        leaks.watch().source(f"mqtt probe {base}", self._texts)
+
+    def _texts(self) -> list[tuple[str, str]]:
+        return [(m.topic, m.topic + " " + leaks.text_of(m.payload)) for m in self.messages]
 
     async def __aenter__(self) -> Probe:
         version = aiomqtt.ProtocolVersion.V5 if self.protocol == 5 else aiomqtt.ProtocolVersion.V311
@@ -60,7 +67,9 @@ class Probe:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._client:
-            await self._client.__aexit__(None, None, None)
+            # the broker may have been killed under the probe: nothing left to disconnect
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
 
     async def _collect(self) -> None:
         assert self._client is not None

@@ -1,0 +1,108 @@
+"""Shared pieces of the reliability suite (issue 7): a world of emulator + bridge + probe,
+bounded waits, subprocess environments, and the figures written to `.reliability/summary.json`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.app import App
+from bridge.emulator import Emulator
+from tests.support import figures
+from tests.support.bridge import running, settings_for
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator, upstream_sections
+from tests.support.mqtt_probe import Probe
+
+SUMMARY = Path(__file__).resolve().parents[2] / ".reliability" / "summary.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def write_figures() -> Iterator[None]:
+    """Write the suite's figures when the session ends."""
+    figures.COUNTS.clear()
+    started = time.monotonic()
+    yield
+    SUMMARY.parent.mkdir(exist_ok=True)
+    body = dict(sorted(figures.COUNTS.items()))
+    body["duration_s"] = round(time.monotonic() - started, 1)
+    SUMMARY.write_text(json.dumps(body, indent=2) + "\n")
+
+
+@dataclass
+class World:
+    """One bridge (in-process), the emulator behind it and a probe in front of it."""
+
+    app: App
+    emu: Emulator
+    admin: Admin
+    probe: Probe
+
+
+@pytest.fixture
+async def world(broker: Broker, base: str) -> AsyncIterator[World]:
+    """Both services against the emulator, on the shared broker."""
+    async with emulator() as emu, Admin(emu) as admin:
+        settings = settings_for(broker.url, base, **upstream_sections(emu))
+        async with running(settings) as app, Probe(broker.port, base) as probe:
+            yield World(app, emu, admin, probe)
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Wait (bounded) until `check()` holds, polling every 20 ms."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or check}") from None
+
+
+async def calls(admin: Admin, api: str) -> list[dict[str, Any]]:
+    """The emulator's HTTP journal entries for one API (e.g. `get_session_state`)."""
+    return [e for e in await admin.journal(api) if e.get("kind") == "http"]
+
+
+def emulator_env(emu: Emulator) -> dict[str, str]:
+    """Environment variables pointing a bridge process at the emulator (fast intervals)."""
+    cfg = emu.config
+    return {
+        "TENCENT2MQTT_IVH__BASE_URL": emu.base_url,
+        "TENCENT2MQTT_IVH__APPKEY": cfg.appkey,
+        "TENCENT2MQTT_IVH__ACCESS_TOKEN": cfg.access_token,
+        "TENCENT2MQTT_IVH__POLL_INTERVAL": "0.2",
+        "TENCENT2MQTT_IVH__CLOSED_RETENTION": "1",
+        "TENCENT2MQTT_IVH__CHANNEL__URL": emu.ws_url,
+        "TENCENT2MQTT_IVH__CHANNEL__HEARTBEAT_INTERVAL": "5",
+        "TENCENT2MQTT_DESK__BASE_URL": emu.base_url,
+        "TENCENT2MQTT_DESK__SDKAPPID": str(cfg.sdkappid),
+        "TENCENT2MQTT_DESK__IDENTIFIER": cfg.identifier,
+        "TENCENT2MQTT_DESK__SECRET_KEY": cfg.secret_key,
+        "TENCENT2MQTT_DESK__POLL_INTERVAL": "0.2",
+        "TENCENT2MQTT_DESK__RATE_LIMIT": "1000",
+        "TENCENT2MQTT_RETRY__INITIAL_DELAY": "0.02",
+        "TENCENT2MQTT_RETRY__MAX_DELAY": "0.1",
+    }
+
+
+def mqtt_env(broker: Broker, base: str, **extra: str) -> dict[str, str]:
+    """Environment variables for a bridge process on `broker` under `base`."""
+    env = {
+        "TENCENT2MQTT_MQTT__URL": broker.url,
+        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
+        "TENCENT2MQTT_MQTT__CLIENT_ID": f"bridge-{base}",
+        "TENCENT2MQTT_MQTT__KEEPALIVE": "5",
+        "TENCENT2MQTT_MQTT__RECONNECT_MAX_DELAY": "0.5",
+        "TENCENT2MQTT_BRIDGE__HEALTH_INTERVAL": "1",
+        "TENCENT2MQTT_IVH__ENABLED": "false",
+        "TENCENT2MQTT_DESK__ENABLED": "false",
+    }
+    env.update({f"TENCENT2MQTT_{k.upper()}": v for k, v in extra.items()})
+    return env
