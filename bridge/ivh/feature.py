@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -20,6 +20,7 @@ from bridge.ivh import frames
 from bridge.ivh.channel import ChannelSettings, SessionChannel
 from bridge.ivh.payloads import CreateSession, SendCommand, SendText, SessionRef, StreamText
 from bridge.ivh.tracker import SessionState, SessionTracker, Transition, state_of
+from bridge.ivh.utterances import Drive, Utterances
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.models import SessionInfo, SessionStat, status_name
 from bridge.tencent.signing import channel_url, default_channel_url
@@ -29,18 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Build = Callable[[], tuple[str, dict[str, Any]]]
-# Without data for StreamMaxInterval (default 2 s, or as given to createsession) the cloud
-# finalises a stream (A.5): the next chunk after that long starts a new utterance and ReqId.
-STREAM_IDLE = 2.0
+Build = Callable[[], Drive]
 _GONE = ("session_closed", "session_not_found")
-
-
-@dataclass(slots=True)
-class _Utterance:
-    req_id: str
-    seq: int = 0
-    last: float = 0.0
 
 
 class IvhFeature:
@@ -67,8 +58,7 @@ class IvhFeature:
         self._channels: dict[str, SessionChannel] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
-        self._utterances: dict[str, _Utterance] = {}
-        self._stream_idle: dict[str, float] = {}  # StreamMaxInterval of sessions we created
+        self._utterances = Utterances()
         self._locks: dict[str, asyncio.Lock] = {}
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
@@ -146,8 +136,7 @@ class IvhFeature:
                 log.exception("ivh: a session listener failed on %s", after.session_id)
         sid = after.session_id
         if after.terminal:
-            self._utterances.pop(sid, None)
-            self._stream_idle.pop(sid, None)
+            self._utterances.forget(sid)
             channel = self._channels.pop(sid, None)
             if channel is not None:
                 channel.close()
@@ -233,7 +222,8 @@ class IvhFeature:
             updated_at=now_iso(),
         )
         if payload.stream_max_interval is not None:
-            self._stream_idle[created.session_id] = payload.stream_max_interval / 1000
+            interval = payload.stream_max_interval / 1000
+            self._utterances.set_max_interval(created.session_id, interval)
         self._tracker.apply(state)
         return asdict(state)
 
@@ -297,80 +287,49 @@ class IvhFeature:
     async def send_text(self, payload: SendText) -> dict[str, Any]:
         """Speak text (SEND_TEXT), paced >= text_interval apart per session."""
         _limit(payload.size, frames.SEND_TEXT_MAX_BYTES, "text")
-        req_id = frames.new_req_id()
-        await self._drive(payload.session_id, "SEND_TEXT", payload.data(), req_id, paced=True)
+        drive = ("SEND_TEXT", frames.new_req_id(), payload.data())
+        req_id, _ = await self._drive(payload.session_id, lambda: drive)
         return {"req_id": req_id}
 
     @action("ivh/stream_text")
     async def stream_text(self, payload: StreamText) -> dict[str, Any]:
         """Stream text (SEND_STREAMTEXT): one ReqId per utterance, Seq from 1, final -> IsFinal."""
         _limit(payload.size, frames.STREAM_TEXT_MAX_BYTES, "text")
-        sid = payload.session_id
-
-        def build() -> tuple[str, dict[str, Any]]:
-            utt = self._utterance(sid)
-            utt.seq += 1
-            if payload.final:
-                self._utterances.pop(sid, None)
-            data = {"Text": payload.text, "Seq": utt.seq, "IsFinal": payload.final}
-            return utt.req_id, data
-
-        req_id, data = await self._drive_built(sid, "SEND_STREAMTEXT", build, paced=False)
-        return {"req_id": req_id, "seq": data["Seq"], "final": payload.final}
+        sid, text, final = payload.session_id, payload.text, payload.final
+        req_id, data = await self._drive(
+            sid, lambda: self._utterances.chunk(sid, text, final=final)
+        )
+        return {"req_id": req_id, "seq": data["Seq"], "final": final}
 
     @action("ivh/interrupt")
     async def interrupt(self, payload: SessionRef) -> dict[str, Any]:
         """Stop speaking: the documented empty-text interrupt (with a Seq inside a stream)."""
         sid = payload.session_id
-
-        def build() -> tuple[str, dict[str, Any]]:
-            utt = self._utterances.pop(sid, None)
-            if utt is not None and time.monotonic() - utt.last < self._idle(sid):
-                return utt.req_id, {"Text": "", "Interrupt": True, "Seq": utt.seq + 1}
-            return frames.new_req_id(), {"Text": "", "Interrupt": True}
-
-        req_id, data = await self._drive_built(sid, None, build, paced=False)
+        req_id, data = await self._drive(sid, lambda: self._utterances.interrupt(sid))
         return {"req_id": req_id, "command": "SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT"}
 
     @action("ivh/send_command")
     async def send_command(self, payload: SendCommand) -> dict[str, Any]:
         """Send any drive instruction, passed through (a new ReqId unless one is given)."""
-        req_id = payload.req_id or frames.new_req_id()
-        paced = payload.command == "SEND_TEXT"
-        await self._drive(payload.session_id, payload.command, payload.data, req_id, paced=paced)
+        drive = (payload.command, payload.req_id or frames.new_req_id(), payload.data)
+        req_id, _ = await self._drive(payload.session_id, lambda: drive)
         return {"req_id": req_id}
 
-    def _idle(self, sid: str) -> float:
-        """How long the cloud waits for stream data before it finalises (StreamMaxInterval)."""
-        return self._stream_idle.get(sid, STREAM_IDLE)
+    async def _drive(self, sid: str, build: Build) -> tuple[str, dict[str, Any]]:
+        """Check the session, build the drive and queue it in arrival order, then wait.
 
-    def _utterance(self, sid: str) -> _Utterance:
-        utt = self._utterances.get(sid)
-        now = time.monotonic()
-        if utt is None or now - utt.last >= self._idle(sid):
-            utt = self._utterances[sid] = _Utterance(frames.new_req_id())
-        utt.last = now
-        return utt
-
-    async def _drive(
-        self, sid: str, command: str, data: dict[str, Any], req_id: str, *, paced: bool
-    ) -> None:
-        await self._drive_built(sid, command, lambda: (req_id, data), paced=paced)
-
-    async def _drive_built(
-        self, sid: str, command: str | None, build: Build, *, paced: bool
-    ) -> tuple[str, dict[str, Any]]:
-        """Check the session, build the frame and queue it in arrival order, then wait."""
+        `SEND_TEXT` drives (an interrupt too) are paced `text_interval` apart (PROTOCOL A.5).
+        """
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:  # FIFO: drives of one session keep their order across awaits
             channel = await self._drivable_channel(sid)
-            req_id, data = build()
-            cmd = command or ("SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT")
-            paced = paced or (command is None and cmd == "SEND_TEXT")
-            starts, interrupt = frames.speech_role(cmd, data)
-            frame = frames.drive(sid, cmd, data, req_id)
+            command, req_id, data = build()
+            starts, interrupt = frames.speech_role(command, data)
             item = channel.enqueue(
-                frame, paced=paced, speaks=req_id if starts else None, interrupt=interrupt
+                frames.drive(sid, command, data, req_id),
+                paced=command == "SEND_TEXT",
+                speaks=req_id if starts else None,
+                interrupt=interrupt,
             )
         wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
         await channel.wait(item, wait)
