@@ -100,7 +100,7 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
                 for i in range(n):
                     body = {"session_id": sid, "transaction": i}
                     await probe.publish("bridge/request/desk/get_session_state", body, qos=1)
-                figures.add("commands_sent", n)
+                figures.add("queued_commands_sent", n)
                 assert not await calls(admin, "get_session_state")  # nobody ran them yet
                 second.start()
                 await until(lambda: _answered(probe) >= n, 30, f"{n} answers")
@@ -111,9 +111,9 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
             first.stop()
             second.stop()
     counts = Counter(answers)
-    figures.add("commands_executed", len(executed))
-    figures.add("commands_lost", n - len(counts))
-    figures.add("commands_run_twice", sum(1 for c in counts.values() if c > 1))
+    figures.add("queued_commands_executed", len(executed))
+    figures.add("queued_commands_lost", n - len(counts))
+    figures.add("queued_commands_run_twice", sum(1 for c in counts.values() if c > 1))
     assert sorted(counts) == list(range(n)), "a command was lost"
     assert max(counts.values()) == 1, "a command was answered twice"
     assert len(executed) == n, f"{len(executed)} API calls for {n} commands"
@@ -150,7 +150,7 @@ async def test_a_hung_broker_leaves_no_socket_behind(base: str) -> None:
         async with asyncio.timeout(5):
             while await reader.read(4096):  # EOF once the bridge closed its socket
                 pass
-        figures.add("leaks_checked")
+        figures.add("socket_and_task_leak_checks")
     finally:
         for writer in writers:
             writer.close()
