@@ -297,9 +297,9 @@ class MqttLink:
 def _close_socket(client: aiomqtt.Client) -> None:
     """Close the socket of an attempt that failed or was cancelled before CONNACK.
 
-    aiomqtt leaves it open when connecting times out or is cancelled (e.g. a TLS broker that
-    rejects the client certificate after the handshake): one leaked socket per attempt.
-    Paho's own close also unregisters it from the event loop.
+    aiomqtt leaves it open when waiting for CONNACK times out or is cancelled (e.g. a hung
+    broker that accepts TCP and never answers): one leaked socket per attempt. Paho's own
+    close also unregisters it from the event loop.
     """
     paho = client._client
     paho._sock_close()

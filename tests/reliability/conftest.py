@@ -31,7 +31,7 @@ def write_figures() -> Iterator[None]:
     started = time.monotonic()
     yield
     SUMMARY.parent.mkdir(exist_ok=True)
-    body = dict(sorted(figures.COUNTS.items()))
+    body: dict[str, float] = dict(sorted(figures.COUNTS.items()))
     body["duration_s"] = round(time.monotonic() - started, 1)
     SUMMARY.write_text(json.dumps(body, indent=2) + "\n")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections import Counter
@@ -100,7 +101,7 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
                 for i in range(n):
                     body = {"session_id": sid, "transaction": i}
                     await probe.publish("bridge/request/desk/get_session_state", body, qos=1)
-                figures.add("commands_sent", n)
+                figures.add("queued_commands_sent", n)
                 assert not await calls(admin, "get_session_state")  # nobody ran them yet
                 second.start()
                 await until(lambda: _answered(probe) >= n, 30, f"{n} answers")
@@ -111,9 +112,9 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
             first.stop()
             second.stop()
     counts = Counter(answers)
-    figures.add("commands_executed", len(executed))
-    figures.add("commands_lost", n - len(counts))
-    figures.add("commands_run_twice", sum(1 for c in counts.values() if c > 1))
+    figures.add("queued_commands_executed", len(executed))
+    figures.add("queued_commands_lost", n - len(counts))
+    figures.add("queued_commands_run_twice", sum(1 for c in counts.values() if c > 1))
     assert sorted(counts) == list(range(n)), "a command was lost"
     assert max(counts.values()) == 1, "a command was answered twice"
     assert len(executed) == n, f"{len(executed)} API calls for {n} commands"
@@ -150,9 +151,70 @@ async def test_a_hung_broker_leaves_no_socket_behind(base: str) -> None:
         async with asyncio.timeout(5):
             while await reader.read(4096):  # EOF once the bridge closed its socket
                 pass
-        figures.add("leaks_checked")
+        figures.add("socket_and_task_leak_checks")
     finally:
         for writer in writers:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_queued_commands_survive_a_broker_kill_with_persistence(
+    tmp_path: Path, base: str
+) -> None:
+    """mosquitto with persistence: the bridge's session and the QoS 1 commands queued for it
+    survive SIGKILL of the broker (once saved), and all run once when the bridge is back."""
+    n = 100
+    store = tmp_path / "store"
+    store.mkdir()
+    run_as = "user root\n" if os.geteuid() == 0 else ""  # the store is in pytest's private tmp
+    extra = (
+        f"{run_as}persistence true\npersistence_location {store}/\n"
+        "autosave_on_changes true\nautosave_interval 1\n"
+    )
+    broker = Broker(tmp_path, extra=extra)
+    broker.start()
+    try:
+        async with emulator() as emu, Admin(emu) as admin:
+            sid = await admin.desk_session(state="queuing")
+            sections = upstream_sections(emu, ivh={"enabled": False})
+            mqtt = {"clean_start": False, "session_expiry": 300, "reconnect_max_delay": 0.5}
+            settings = settings_for(broker.url, base, mqtt=mqtt, **sections)
+            async with running(settings):  # the bridge subscribes: its session is saved
+                pass
+            await _saved(broker, base)
+            broker.kill()  # the bridge is gone too: nobody to deliver to
+            broker.start()
+            async with Probe(broker.port, base) as probe:
+                for i in range(n):
+                    body = {"session_id": sid, "transaction": i}
+                    await probe.publish("bridge/request/desk/get_session_state", body, qos=1)
+            await _saved(broker, base)
+            broker.kill()
+            figures.add("faults_injected", 2)
+            figures.add("broker_restarts", 2)
+            broker.start()
+            async with Probe(broker.port, base) as probe, running(settings):
+                await until(lambda: _answered(probe) >= n, 30, f"{n} answers")
+                await asyncio.sleep(0.3)
+                answers = _transactions(probe)
+            executed = await calls(admin, "get_session_state")
+    finally:
+        broker.kill()
+    figures.add("persisted_commands_sent", n)
+    figures.add("persisted_commands_executed", len(executed))
+    assert sorted(answers) == list(range(n)), "a command was lost or answered twice"
+    assert len(executed) == n
+
+
+def _saves(broker: Broker) -> int:
+    return broker.log.read_text(errors="replace").count("Saving in-memory database")
+
+
+async def _saved(broker: Broker, base: str) -> None:
+    """Wait until everything the broker holds now is on disk: after a retained marker (a change,
+    so a save follows it), a save must begin (mosquitto is single-threaded)."""
+    before = _saves(broker)
+    async with Probe(broker.port, base) as probe:
+        await probe.publish("test/marker", str(before).encode(), retain=True)
+    await until(lambda: _saves(broker) > before, 10, "mosquitto to save its database")

@@ -90,7 +90,7 @@ async def test_dropped_again_and_again(ivh: World) -> None:
     assert len(keys) == len(set(keys)), "a speak-status frame was published twice"
     assert sockets(w) == [sid]
     assert len(channel_tasks(sid)) == 4  # the run loop + reader, writer, heartbeat
-    figures.add("leaks_checked")
+    figures.add("socket_and_task_leak_checks")
 
 
 def _opens(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ async def test_cloud_refuses_reconnects_for_a_while(ivh: World) -> None:
     await say(w, sid, "back again")
     assert sockets(w) == [sid]
     assert len(channel_tasks(sid)) == 4
-    figures.add("leaks_checked")
+    figures.add("socket_and_task_leak_checks")
 
 
 async def test_session_closed_while_reconnecting(ivh: World) -> None:
@@ -134,4 +134,4 @@ async def test_session_closed_while_reconnecting(ivh: World) -> None:
     assert states[-1] == "closed" and "connected" not in states[states.index("reconnecting") :]
     late = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "hi"})
     assert late["error"]["code"] == "session_closed"
-    figures.add("leaks_checked")
+    figures.add("socket_and_task_leak_checks")

@@ -42,7 +42,7 @@ class LeakWatch:
         texts: list[tuple[str, str]] = [("log", r) for r in self.records]
         for name, read in self.sources:
             texts.extend((f"{name} {where}", text) for where, text in read())
-        hits = []
+        hits: list[str] = []
         for where, text in texts:
             hits.extend(f"{where}: configured secret #{i}" for i in self._secret_hits(text))
             if USERSIG_SHAPE.search(text):

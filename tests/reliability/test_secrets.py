@@ -1,0 +1,92 @@
+"""Secrets (SPEC 3.7). The autouse scan in tests/conftest.py checks every test's log records,
+MQTT traffic and child-process logs for the configured secrets and any UserSig; here it is
+shown to catch what it should, and secrets are read from `*_FILE` variables (Docker secrets)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from tests.reliability.conftest import World, calls, emulator_env, mqtt_env
+from tests.support import figures, leaks
+from tests.support.bridge import BridgeProcess
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator
+from tests.support.mqtt_probe import Probe, Received
+from tests.support.usersig_shape import a_usersig
+
+
+def test_the_scanner_catches_planted_secrets() -> None:
+    """A scanner that cannot fail proves nothing: plant each kind of leak and see it caught."""
+    watch = leaks.LeakWatch()
+    watch.secret("tok-PLANTED-1", "key-PLANTED-2", "pw-PLANTED-3")
+    sig = a_usersig()
+    watch.records.append("bridge.x INFO calling with tok-PLANTED-1")
+    traffic = [("t/desk/s/event", "t/desk/s/event " + '{"usersig": "' + sig + '"}')]
+    watch.source("mqtt probe t", lambda: traffic)
+    watch.source("bridge process", lambda: [("log", "connect failed for pw-PLANTED-3")])
+    hits = watch.scan()
+    assert len(hits) == 3, hits
+    assert any(h.startswith("log:") for h in hits)
+    assert any("UserSig" in h for h in hits)
+    assert any(h.startswith("bridge process") for h in hits)
+    assert not any("PLANTED" in h for h in hits)  # the report never repeats a secret
+    figures.add("planted_leaks_caught", len(hits))
+
+
+def test_the_autouse_scan_sees_log_records_and_probes(
+    no_secret_leaks: leaks.LeakWatch,
+) -> None:
+    """The live watch collects this test's records: a planted one would fail it."""
+    logging.getLogger("bridge.test").warning("nothing secret here")
+    assert any("nothing secret here" in r for r in no_secret_leaks.records)
+    no_secret_leaks.secret("never-logged-secret")
+    assert no_secret_leaks.scan() == []
+
+
+async def test_a_probe_registers_its_traffic(world: World) -> None:
+    await world.probe.request("bridge/health_check")
+    names = [name for name, _ in leaks.watch().sources]
+    assert any(name.startswith("mqtt probe") for name in names)
+    assert leaks.watch().secrets  # settings_for and the emulator registered theirs
+    sig = a_usersig()
+    world.probe.messages.append(Received("x", sig.encode(), False))
+    assert leaks.watch().scan(), "a UserSig in MQTT traffic must be reported"
+    world.probe.messages.pop()
+
+
+async def test_secrets_from_files_work_and_never_show(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """Every secret of a bridge process from a `*_FILE` (Docker secrets); none leaks."""
+    async with emulator() as emu, Admin(emu) as admin:
+        env = {**mqtt_env(broker, base), **emulator_env(emu)}
+        env["TENCENT2MQTT_IVH__ENABLED"] = env["TENCENT2MQTT_DESK__ENABLED"] = "true"
+        for key in ("IVH__ACCESS_TOKEN", "DESK__SECRET_KEY"):
+            path = tmp_path / key.lower()
+            path.write_text(env.pop(f"TENCENT2MQTT_{key}") + "\n")
+            env[f"TENCENT2MQTT_{key}_FILE"] = str(path)
+        env["TENCENT2MQTT_LOG__LEVEL"] = "debug"  # the most a log can say
+        sid = await admin.desk_session()
+        proc = BridgeProcess(env, tmp_path)
+        try:
+            async with Probe(broker.port, base) as probe:
+                proc.start()
+                await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
+                desk = await probe.request("desk/get_session_state", {"session_id": sid})
+                ivh = await probe.request("ivh/list_sessions")
+                await admin.fault("get_session_state", 1, error_code=70009)
+                denied = await probe.request("desk/get_session_state", {"session_id": sid})
+                info = await probe.wait_json("bridge/info")
+                await asyncio.sleep(0.3)
+        finally:
+            proc.stop()
+        made = await calls(admin, "get_session_state")
+    assert desk["status"] == "ok" and ivh["status"] == "ok"  # the file secrets were used
+    assert denied["error"]["code"] == "auth_failed"
+    assert info["config"]["desk"]["secret_key"] == "**********"
+    assert len(made) == 2
+    assert "generated a UserSig" in proc.log()  # the debug log was on, and said nothing more
+    assert leaks.watch().scan() == []  # (the autouse scan repeats this at teardown)
+    figures.add("secret_file_runs")
