@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 ReplyPolicy = Literal["always", "when_asked"]
@@ -20,10 +20,19 @@ H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 _MARK = "__bridge_action__"
 
 
-class Payload(BaseModel):
-    """Base of every request payload: frozen, unknown fields refused."""
+def _flag(value: Any) -> Any:
+    # Tencent's own APIs use 0/1 for flags (e.g. Finish: 1), so take those; "yes" stays an error.
+    return bool(value) if type(value) is int and value in (0, 1) else value
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+"""A strict boolean that also takes 0 and 1."""
+
+
+class Payload(BaseModel):
+    """Base of every request payload: frozen, strict about types, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class SessionPayload(Payload):

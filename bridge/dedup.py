@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from bridge.requests import RequestContext
 
 Reply = Callable[["RequestContext", "dict[str, Any] | None"], None]
-_MAX_ENTRIES = 100_000
+_MAX_ENTRIES = 20_000  # at ~1 kB an answer: a bound of ~20 MB, whatever the window
 
 
 class _Entry:

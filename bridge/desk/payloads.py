@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveFloat, model_validator
 
-from bridge.actions import Payload, SessionPayload
+from bridge.actions import Flag, Payload, SessionPayload
 
 SID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 
@@ -30,7 +30,7 @@ class Watch(SessionPayload):
     """`desk/watch`: start polling a session's state (`{"stop": true}` stops it)."""
 
     interval: PositiveFloat | None = None
-    stop: bool = False
+    stop: Flag = False
 
 
 class Unwatch(SessionPayload):
@@ -41,4 +41,4 @@ class SendStream(SessionPayload):
     """`desk/send_stream`: one chunk of a streamed message; `finish` ends the message."""
 
     chunk: str = ""
-    finish: bool = False
+    finish: Flag = False

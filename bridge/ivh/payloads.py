@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bridge.actions import Payload, SessionPayload
+from bridge.actions import Flag, Payload, SessionPayload
 from bridge.ivh.frames import utf8_len
 
 
@@ -49,7 +49,7 @@ class SendText(SessionPayload):
     """`ivh/send_text`: a `SEND_TEXT` drive (PROTOCOL A.5)."""
 
     text: str
-    interrupt: bool = False
+    interrupt: Flag = False
     chat_command: str | None = None
     chat_round_id: str | None = None
 
@@ -79,7 +79,7 @@ class StreamText(SessionPayload):
     """`ivh/stream_text`: one chunk of a streamed utterance; `final` ends it."""
 
     text: str = ""
-    final: bool = False
+    final: Flag = False
 
     @property
     def size(self) -> int:

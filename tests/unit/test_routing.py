@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.actions import Empty, Payload, Registry, SessionPayload, action, specs_of
+from bridge.desk.payloads import SendStream, Watch
 from bridge.errors import RequestError
 from bridge.mqtt import Inbound
 from bridge.requests import decode_payload, expired, validate
@@ -144,3 +145,23 @@ def test_payload_models_are_frozen_and_strict_about_fields() -> None:
     p = _P(a=1)
     with pytest.raises(ValueError):
         p.a = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(True, True), (False, True), (1, True), (0, True), ("yes", False), ("true", False),
+     (2, False), (None, False), (1.0, False)],
+)  # fmt: skip
+def test_flags_are_strict_but_take_tencents_0_and_1(value: object, ok: bool) -> None:
+    data = {"session_id": "s1", "chunk": "x", "finish": value}
+    if ok:
+        assert SendStream.model_validate(data).finish is bool(value)
+    else:
+        with pytest.raises(ValueError):
+            SendStream.model_validate(data)
+
+
+def test_payloads_do_not_coerce_strings_to_numbers() -> None:
+    with pytest.raises(ValueError):
+        Watch.model_validate({"session_id": "s1", "interval": "5"})
+    assert Watch.model_validate({"session_id": "s1", "interval": 5}).interval == 5.0
