@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import command, throughput
+from bench import command, events, polling, streams, throughput
 
 Scenario = Callable[..., Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
     "command": command.run,
     "throughput": throughput.run,
+    "streams": streams.run,
+    "events": events.run,
+    "polling": polling.run,
 }
 RESULTS = Path(__file__).parent / "results"
 
