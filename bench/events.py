@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import mqtt_client
+from bench.procs import ProcSample
 from bench.stack import Stack, stack
 from bench.stats import summary
 
@@ -60,6 +62,8 @@ async def _wait_open(s: Stack, want: int, *, timeout: float) -> int:
 async def _pushes(s: Stack, channels: int, *, rounds_per_s: float, seconds: float) -> dict[str, Any]:
     """Push `rounds_per_s` frames per second to every channel; what came out on MQTT."""
     rounds = max(1, round(rounds_per_s * seconds))
+    pids = {"bridge": s.bridge.pid, "emulator": s.emulator.pid, "bench": os.getpid()}
+    before = {name: ProcSample.of(pid) for name, pid in pids.items()}
     latencies: list[float] = []
     last = [0.0]
     async with mqtt_client(s.broker.port, "events") as client:
@@ -78,6 +82,10 @@ async def _pushes(s: Stack, channels: int, *, rounds_per_s: float, seconds: floa
             await asyncio.sleep(0.05)
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
+    after = {name: ProcSample.of(pid) for name, pid in pids.items()}
+    cpu = {f"{n}_cpu_share": round(before[n].cpu_share(after[n]), 2) for n in pids}
+    bridge_cpu = after["bridge"].cpu_s - before["bridge"].cpu_s
+    cpu["bridge_cpu_ms_per_event"] = round(bridge_cpu * 1000 / max(1, len(latencies)), 3)
     span = last[0] - started
     return {
         "events_expected": expected,
@@ -85,6 +93,7 @@ async def _pushes(s: Stack, channels: int, *, rounds_per_s: float, seconds: floa
         "events_per_s": round(len(latencies) / span, 1) if span > 0 else None,
         "offered_per_s": rounds_per_s * channels if rounds > 1 else None,
         **summary(latencies),
+        **cpu,
     }
 
 
