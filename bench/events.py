@@ -59,7 +59,9 @@ async def _wait_open(s: Stack, want: int, *, timeout: float) -> int:
     return opened
 
 
-async def _pushes(s: Stack, channels: int, *, rounds_per_s: float, seconds: float) -> dict[str, Any]:
+async def _pushes(
+    s: Stack, channels: int, *, rounds_per_s: float, seconds: float
+) -> dict[str, Any]:
     """Push `rounds_per_s` frames per second to every channel; what came out on MQTT."""
     rounds = max(1, round(rounds_per_s * seconds))
     pids = {"bridge": s.bridge.pid, "emulator": s.emulator.pid, "bench": os.getpid()}

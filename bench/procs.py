@@ -21,7 +21,7 @@ from typing import Any
 from bridge.emulator.cli import env_settings
 from tests.support.broker import Broker
 
-__all__ = ["Broker", "BridgeProc", "EmulatorProc", "ProcSample"]
+__all__ = ["BridgeProc", "Broker", "EmulatorProc", "ProcSample"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -140,9 +140,7 @@ def _profile(pid: int, outdir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def bridge_env(
-    emulator: EmulatorProc, broker: Broker, base: str, **extra: str
-) -> dict[str, str]:
+def bridge_env(emulator: EmulatorProc, broker: Broker, base: str, **extra: str) -> dict[str, str]:
     """Environment for a bridge on `broker` with both services pointed at `emulator`."""
     env = {
         **env_settings(emulator.info),

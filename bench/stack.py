@@ -86,6 +86,7 @@ async def _wait_online(parts: Stack) -> None:
         try:
             await asyncio.wait_for(parts.health(), 1.0)
             return
-        except TimeoutError:
+        except TimeoutError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the bridge did not answer; see {parts.bridge.log_path}")
+                log = parts.bridge.log_path
+                raise RuntimeError(f"the bridge did not answer; see {log}") from exc

@@ -104,9 +104,7 @@ async def _naive(s: Stack, sid: str, count: int) -> dict[str, Any]:
 
     async def first_call() -> None:
         nonlocal key
-        code, reply = await s.direct.desk(
-            "send_stream_msg", {"SessionId": sid, "Chunk": chunk(0)}
-        )
+        code, reply = await s.direct.desk("send_stream_msg", {"SessionId": sid, "Chunk": chunk(0)})
         key = reply.get("MsgKey")
         if code is not None:
             errors.append(code)

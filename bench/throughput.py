@@ -21,7 +21,7 @@ Step = Callable[[float, int], Awaitable[Outcome]]
 
 async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     """Per action: the bridge's ladder and sustained rate, and the direct ceiling."""
-    rates = [500, 1000, 2000, 3000] if quick else [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000]
+    rates = [200, 400, 700, 1000] if quick else [200, 300, 500, 700, 1000, 1500, 2000, 3000]
     seconds = 2.0 if quick else 5.0
     out: dict[str, Any] = {"p99_limit_ms": P99_LIMIT_MS, "step_seconds": seconds}
     async with stack(workdir / "throughput") as s:
@@ -83,7 +83,10 @@ async def _ladder(
         outcome = await step(rate, int(rate * seconds))
         row = _row(rate, outcome)
         if s is not None and before is not None:
-            row["bridge_cpu_share"] = round(before.cpu_share(ProcSample.of(s.bridge.pid)), 3)
+            after = ProcSample.of(s.bridge.pid)
+            row["bridge_cpu_share"] = round(before.cpu_share(after), 3)
+            per = (after.cpu_s - before.cpu_s) * 1000 / max(1, outcome.sent)
+            row["bridge_cpu_ms_per_request"] = round(per, 3)
         results.append(row)
         if not row["ok"]:
             break
