@@ -6,6 +6,7 @@ httpx against the same emulator; the bridge's CPU share at each step; p50/p99 at
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,16 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         for name, (bridge_step, direct_step) in actions.items():
             await bridge_step(200, 200)  # warm up pools and caches
             await direct_step(200, 200)
+            cost = {
+                "bridge_path": await _cpu_cost(bridge_step, s),
+                "direct_path": await _cpu_cost(direct_step, s),
+            }
             bridge = await _ladder(bridge_step, rates, seconds, s)
             direct = await _ladder(direct_step, rates, seconds, None)
             out[name] = {
                 "bridge_sustained_per_s": _sustained(bridge),
                 "direct_httpx_sustained_per_s": _sustained(direct),
+                "cpu_ms_per_request_at_100": cost,
                 "bridge_at_1000": _at(bridge, 1000),
                 "direct_at_1000": _at(direct, 1000),
                 "bridge_ladder": bridge,
@@ -91,6 +97,17 @@ async def _ladder(
         if not row["ok"]:
             break
     return results
+
+
+async def _cpu_cost(step: Step, s: Stack) -> dict[str, float]:
+    """CPU milliseconds per request of each process at a light 100/s: steadier than latency
+    on a shared machine, since it does not count the time a process waits for a core."""
+    pids = {"bridge": s.bridge.pid, "emulator": s.emulator.pid, "load_generator": os.getpid()}
+    before = {name: ProcSample.of(pid) for name, pid in pids.items()}
+    outcome = await step(100, 300)
+    after = {name: ProcSample.of(pid) for name, pid in pids.items()}
+    sent = max(1, outcome.sent)
+    return {n: round((after[n].cpu_s - before[n].cpu_s) * 1000 / sent, 3) for n in pids}
 
 
 def _row(rate: int, outcome: Outcome) -> dict[str, Any]:
