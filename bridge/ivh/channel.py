@@ -129,8 +129,14 @@ class SessionChannel:
         """One socket's life; returns why it ended."""
         url = self._host.channel_url(self.session_id)
         try:
+            # No permessage-deflate: the frames are small JSON, and each socket would keep a
+            # zlib context and inflate every frame (CPU and RSS per channel, see bench/events).
             async with connect(
-                url, open_timeout=self._settings.open_timeout, close_timeout=2, max_size=2**22
+                url,
+                open_timeout=self._settings.open_timeout,
+                close_timeout=2,
+                max_size=2**22,
+                compression=None,
             ) as ws:
                 self.connects += 1
                 self._connected.set()
