@@ -8,6 +8,7 @@ their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -18,6 +19,7 @@ from bridge.tencent.models import SessionInfo, status_name
 from bridge.topics import Topics
 
 TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
+SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot
 Signature = tuple[Any, ...]
 
 
@@ -106,8 +108,10 @@ class SessionTracker:
         self._on_transition = on_transition
         self._states: dict[str, SessionState] = {}
         self._signatures: dict[str, Signature] = {}
+        self._bodies: dict[str, bytes] = {}  # the retained state of each session, serialised
         self._closed_at: dict[str, float] = {}
         self._snapshot_dirty = False
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def get(self, session_id: str) -> SessionState | None:
         """The last known state of a session."""
@@ -133,9 +137,9 @@ class SessionTracker:
         self.flush()
 
     def apply(self, state: SessionState) -> None:
-        """One session's new state (from an action); publishes it and the snapshot if changed."""
+        """One session's new state (from an action); publishes it, and the snapshot soon."""
         self._apply(state)
-        self.flush()
+        self._flush_soon()
 
     def _apply(self, state: SessionState) -> None:
         before = self._states.get(state.session_id)
@@ -143,9 +147,11 @@ class SessionTracker:
             return
         if before is not None and before.terminal and not state.terminal:
             return  # a closed session never reopens: a listing that lags behind a close
+        body = dumps(asdict(state))
         self._states[state.session_id] = state
         self._signatures[state.session_id] = state.signature()
-        self._publisher.set_retained(self._topics.ivh_state(state.session_id), dumps(asdict(state)))
+        self._bodies[state.session_id] = body
+        self._publisher.set_retained(self._topics.ivh_state(state.session_id), body)
         self._snapshot_dirty = True
         self._events(before, state)
         self._on_transition(before, state)
@@ -153,7 +159,17 @@ class SessionTracker:
     def mark_closed(self, session_id: str) -> None:
         """The session is closed (closed through the bridge, or 110013): publish it now."""
         self._close(session_id)
-        self.flush()
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Publish the snapshot shortly: actions on many sessions share one (it can be large)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_later(SNAPSHOT_DELAY, self.flush)
 
     def _close(self, session_id: str) -> None:
         known = self._states.get(session_id)
@@ -188,6 +204,7 @@ class SessionTracker:
             del self._closed_at[sid]
             self._states.pop(sid, None)
             self._signatures.pop(sid, None)
+            self._bodies.pop(sid, None)
             self._publisher.clear_retained(self._topics.ivh_state(sid))
             self._publisher.clear_retained(self._topics.ivh_channel(sid))
             self._emitter.forget("ivh", sid)
@@ -196,9 +213,15 @@ class SessionTracker:
 
     def flush(self) -> None:
         """Publish the retained `sessions` snapshot if anything in it changed."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if not self._snapshot_dirty:
             return
         self._snapshot_dirty = False
-        sessions = [asdict(s) for s in self._states.values()]
-        body = {"sessions": sessions, "updated_at": now_iso()}
-        self._publisher.set_retained(self._topics.ivh_sessions, dumps(body))
+        # Joined from each session's serialised state: a snapshot of 10,000 costs a join.
+        sessions = b",".join(self._bodies.values())
+        updated = dumps({"updated_at": now_iso()})[1:]
+        self._publisher.set_retained(
+            self._topics.ivh_sessions, b'{"sessions":[%s],%s' % (sessions, updated)
+        )
