@@ -19,6 +19,7 @@ from bridge.health import BridgeFeature
 from bridge.homeassistant import HomeAssistant
 from bridge.metrics import Metrics
 from bridge.mqtt import Inbound, MqttLink
+from bridge.tencent import lean
 from bridge.tencent.retry import RetryPolicy
 from bridge.topics import Topics
 
@@ -230,6 +231,5 @@ def retry_policy(cfg: RetryConfig) -> RetryPolicy:
 
 
 def http_client(timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for one Tencent API, pooled and with the service's timeout."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits)
+    """An HTTP client for one Tencent API, kept alive, with the service's timeout."""
+    return lean.client(timeout)

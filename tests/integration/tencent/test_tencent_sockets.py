@@ -14,11 +14,24 @@ import pytest
 from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
+from bridge.tencent.lean import LeanTransport
 from bridge.tencent.observe import CallRecord
 from bridge.tencent.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
 TIMEOUT = httpx.Timeout(0.3)
+MakeHttp = Callable[[], httpx.AsyncClient]
+
+
+@pytest.fixture(params=["httpx", "lean"])
+def make_http(request: pytest.FixtureRequest) -> MakeHttp:
+    """Clients on httpx's default transport and on the bridge's lean one: the same rules hold."""
+
+    def make() -> httpx.AsyncClient:
+        transport = LeanTransport() if request.param == "lean" else None
+        return httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
+
+    return make
 
 
 class Records(list[CallRecord]):
@@ -103,43 +116,43 @@ async def _fails(call: Callable[[], Awaitable[object]]) -> UpstreamError:
     return info.value
 
 
-async def test_send_stream_msg_is_retried_on_connection_refused() -> None:
+async def test_send_stream_msg_is_retried_on_connection_refused(make_http: MakeHttp) -> None:
     records = Records()
     base = f"http://127.0.0.1:{_closed_port()}"
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with make_http() as http:
         client = _desk(http, base, records)
         error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
     assert (error.code, error.retryable) == ("upstream_unavailable", True)
     assert [(r.outcome, r.attempts) for r in records] == [("upstream_unavailable", 3)]
 
 
-async def test_ivh_is_retried_on_connection_refused() -> None:
+async def test_ivh_is_retried_on_connection_refused(make_http: MakeHttp) -> None:
     records = Records()
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with make_http() as http:
         client = _ivh(http, f"http://127.0.0.1:{_closed_port()}", records)
         await _fails(lambda: client.stat_session("m1"))
     assert [r.attempts for r in records] == [3]
 
 
-async def test_send_stream_msg_is_sent_once_when_the_server_is_silent() -> None:
+async def test_send_stream_msg_is_sent_once_when_the_server_is_silent(make_http: MakeHttp) -> None:
     records = Records()
-    async with serving(None) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with serving(None) as (server, base), make_http() as http:
         client = _desk(http, base, records)
         error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
     assert error.code == "timeout"
     assert len(server.requests) == 1
 
 
-async def test_an_idempotent_call_is_retried_when_the_server_is_silent() -> None:
+async def test_an_idempotent_call_is_retried_when_the_server_is_silent(make_http: MakeHttp) -> None:
     records = Records()
-    async with serving(None) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with serving(None) as (server, base), make_http() as http:
         client = _ivh(http, base, records)
         error = await _fails(lambda: client.stat_session("m1"))
     assert error.code == "timeout"
     assert len(server.requests) == 3
 
 
-async def test_a_real_answer_is_parsed() -> None:
+async def test_a_real_answer_is_parsed(make_http: MakeHttp) -> None:
     reply: dict[str, object] = {
         "ActionStatus": "OK",
         "ErrorInfo": "",
@@ -148,7 +161,7 @@ async def test_a_real_answer_is_parsed() -> None:
         "CurrentState": "Not in session",
         "AgentId": "",
     }
-    async with serving(reply) as (server, base), httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with serving(reply) as (server, base), make_http() as http:
         state = await _desk(http, base, Records()).get_session_state(session_id="s")
     assert (state.state, state.raw_state) == ("not_in_session", "Not in session")
     [request] = server.requests

@@ -1,0 +1,179 @@
+"""The lean HTTP/1.1 transport over real sockets: keep-alive, stale connections, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trustme
+
+from bridge.emulator import Emulator
+from bridge.tencent.ivh import IvhClient
+from bridge.tencent.lean import LeanTransport
+from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.transport import never_sent
+from tests.support.cloud import emulator
+
+FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
+BODY = b'{"Header":{"Code":0},"Payload":{"SessionStatus":1}}'
+
+
+class KeepAliveServer:
+    """Answers every request on a connection; `close_after` responses, it closes it silently."""
+
+    def __init__(self, close_after: int | None = None, chunked: bool = False) -> None:
+        self.close_after = close_after
+        self.chunked = chunked
+        self.connections = 0
+        self.requests = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        served = 0
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while self.close_after is None or served < self.close_after:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                served += 1
+                writer.write(self._answer())
+                await writer.drain()
+        writer.close()
+
+    def _answer(self) -> bytes:
+        if self.chunked:
+            half = len(BODY) // 2
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (BODY[:half], BODY[half:]))
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+@contextlib.asynccontextmanager
+async def serving(server: KeepAliveServer) -> AsyncIterator[str]:
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        listener.close()
+        for writer in server.writers:
+            writer.close()
+        await listener.wait_closed()
+        await asyncio.sleep(0.01)  # let the closes complete
+
+
+def ivh(http: httpx.AsyncClient, base: str) -> IvhClient:
+    return IvhClient(http, base_url=base, appkey="a", access_token="t", retry=FAST)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_sequential_calls_share_one_connection(chunked: bool) -> None:
+    server = KeepAliveServer(chunked=chunked)
+    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+        for _ in range(5):
+            assert (await ivh(http, base).stat_session("s")).session_status == 1
+    assert (server.requests, server.connections) == (5, 1)
+
+
+async def test_a_connection_the_server_closed_is_not_reused() -> None:
+    server = KeepAliveServer(close_after=1)
+    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+        for _ in range(3):
+            await ivh(http, base).stat_session("s")
+            await asyncio.sleep(0.02)  # the server's FIN arrives meanwhile
+    assert (server.requests, server.connections) == (3, 3)
+
+
+async def test_concurrent_calls_open_their_own_connections() -> None:
+    server = KeepAliveServer()
+    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+        client = ivh(http, base)
+        await asyncio.gather(*(client.stat_session("s") for _ in range(10)))
+        await asyncio.gather(*(client.stat_session("s") for _ in range(10)))
+    assert server.requests == 20 and server.connections <= 10
+
+
+async def test_refused_connection_is_never_sent() -> None:
+    with contextlib.closing(__import__("socket").socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with httpx.AsyncClient(transport=LeanTransport()) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+
+
+async def test_tls_verifies_the_server_and_then_works() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    server = KeepAliveServer()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_ctx)
+    base = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    try:
+        async with httpx.AsyncClient(transport=LeanTransport()) as http:
+            with pytest.raises(httpx.ConnectError) as info:
+                await http.post(base + "/x", content=b"{}")  # the system store: unknown CA
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        assert server.requests == 0
+        async with httpx.AsyncClient(transport=LeanTransport(ssl_context=trusting)) as http:
+            assert (await ivh(http, base).stat_session("s")).session_status == 1
+            assert (await ivh(http, base).stat_session("s")).session_status == 1
+        assert (server.requests, server.connections) == (2, 1)  # kept alive over TLS
+    finally:
+        listener.close()
+        for writer in server.writers:
+            writer.close()
+        await listener.wait_closed()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancelled_call_leaves_no_connection_to_reuse() -> None:
+    async with emulator() as emu, httpx.AsyncClient(transport=LeanTransport()) as http:
+        await _warm(emu, http)
+        await emu_fault(emu, http)
+        task = asyncio.create_task(ivh(http, emu.base_url).list_sessions())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _list(emu, http) == []  # a fresh connection answers the next call
+
+
+async def test_unsupported_scheme() -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as http:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.post("ftp://127.0.0.1/x", content=b"{}")
+
+
+def test_never_sent_follows_the_transport_errors() -> None:
+    err = RuntimeError("x")
+    err.__cause__ = httpx.ConnectError("no")
+    assert never_sent(err)
+    err.__cause__ = httpx.ReadTimeout("late")
+    assert not never_sent(err)
+
+
+async def _warm(emu: Emulator, http: httpx.AsyncClient) -> None:
+    await _list(emu, http)
+
+
+async def _list(emu: Emulator, http: httpx.AsyncClient) -> list[object]:
+    cfg = emu.config
+    client = IvhClient(
+        http, base_url=emu.base_url, appkey=cfg.appkey, access_token=cfg.access_token, retry=FAST
+    )
+    return list(await client.list_sessions())
+
+
+async def emu_fault(emu: Emulator, http: httpx.AsyncClient) -> None:
+    spec = {"path": "listsessionofuin", "count": 1, "latency_ms": 2000}
+    (await http.post(emu.base_url + "/emulator/faults", json=spec)).raise_for_status()
