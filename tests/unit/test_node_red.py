@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bridge.topics import Route, Topics
 
@@ -105,7 +102,6 @@ console.log(JSON.stringify(out));
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node.js is not installed")
 def test_function_nodes_address_the_right_actions() -> None:
     done = subprocess.run(
         ["node", "-e", RUN, str(FLOWS)], capture_output=True, text=True, timeout=30, check=True
