@@ -19,7 +19,8 @@ from bridge.tencent.models import SessionInfo, status_name
 from bridge.topics import Topics
 
 TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
-SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot
+SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
+SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size (10,000 sessions: ~3 MB)
 Signature = tuple[Any, ...]
 
 
@@ -169,7 +170,8 @@ class SessionTracker:
             self.flush()
             return
         if self._flush_handle is None:
-            self._flush_handle = loop.call_later(SNAPSHOT_DELAY, self.flush)
+            delay = min(SNAPSHOT_DELAY_MAX, SNAPSHOT_DELAY + len(self._bodies) / 10_000)
+            self._flush_handle = loop.call_later(delay, self.flush)
 
     def _close(self, session_id: str) -> None:
         known = self._states.get(session_id)
