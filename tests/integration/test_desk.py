@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 
-from bridge.app import App
-from bridge.emulator import Emulator
-from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
-from tests.support.cloud import Admin, emulator, upstream_sections
-from tests.support.mqtt_probe import Probe
-
-
-@dataclass
-class World:
-    app: App
-    emu: Emulator
-    admin: Admin
-    probe: Probe
+from tests.support.world import World, world_of
 
 
 @pytest.fixture
 async def world(broker: Broker, base: str) -> AsyncIterator[World]:
-    async with emulator() as emu, Admin(emu) as admin:
-        sections = upstream_sections(emu, ivh={"enabled": False})
-        async with (
-            running(settings_for(broker.url, base, **sections)) as app,
-            Probe(broker.port, base) as probe,
-        ):
-            yield World(app, emu, admin, probe)
+    async with world_of(broker, base, ivh={"enabled": False}) as w:
+        yield w
 
 
 async def test_500_chunks_coalesce_into_one_ordered_message(world: World) -> None:

@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from bridge.app import App
-from bridge.emulator import Emulator
-from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
-from tests.support.cloud import Admin, emulator, upstream_sections
-from tests.support.mqtt_probe import Probe
-
-
-@dataclass
-class World:
-    app: App
-    emu: Emulator
-    admin: Admin
-    probe: Probe
+from tests.support.world import World, world_of
 
 
 @pytest.fixture
 async def world(broker: Broker, base: str) -> AsyncIterator[World]:
-    async with emulator() as emu, Admin(emu) as admin:
-        sections = upstream_sections(emu, desk={"enabled": False})
-        async with (
-            running(settings_for(broker.url, base, **sections)) as app,
-            Probe(broker.port, base) as probe,
-        ):
-            yield World(app, emu, admin, probe)
+    async with world_of(broker, base, desk={"enabled": False}) as w:
+        yield w
 
 
 async def create_started(w: World, user: str = "kiosk-1", **extra: Any) -> str:
@@ -238,20 +220,14 @@ async def test_llm_content_events(world: World) -> None:
 
 async def test_interrupt_waits_for_text_start(broker: Broker, base: str) -> None:
     """PROTOCOL A.5: an interrupt is sent only once the drive it stops has begun speaking."""
-    async with emulator(speak_delay=0.3) as emu, Admin(emu) as admin:
-        sections = upstream_sections(emu, desk={"enabled": False})
-        async with (
-            running(settings_for(broker.url, base, **sections)) as app,
-            Probe(broker.port, base) as probe,
-        ):
-            w = World(app, emu, admin, probe)
-            sid = await create_started(w, "kiosk-9")
-            first, stop = await asyncio.gather(
-                w.probe.request("ivh/stream_text", {"session_id": sid, "text": "A long clause."}),
-                w.probe.request("ivh/interrupt", {"session_id": sid}),
-            )
-            assert first["status"] == stop["status"] == "ok", (first, stop)
-            journal = await w.admin.journal("commandchannel")
+    async with world_of(broker, base, cloud={"speak_delay": 0.3}, desk={"enabled": False}) as w:
+        sid = await create_started(w, "kiosk-9")
+        first, stop = await asyncio.gather(
+            w.probe.request("ivh/stream_text", {"session_id": sid, "text": "A long clause."}),
+            w.probe.request("ivh/interrupt", {"session_id": sid}),
+        )
+        assert first["status"] == stop["status"] == "ok", (first, stop)
+        journal = await w.admin.journal("commandchannel")
 
     def payload(entry: dict[str, Any]) -> dict[str, Any]:
         return dict((entry.get("frame") or entry.get("body") or {}).get("Payload") or {})

@@ -7,19 +7,16 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.app import App
 from bridge.emulator import Emulator
 from tests.support import figures
-from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
-from tests.support.cloud import Admin, emulator, upstream_sections
-from tests.support.mqtt_probe import Probe
+from tests.support.cloud import Admin
+from tests.support.world import World, world_of
 
 SUMMARY = Path(__file__).resolve().parents[2] / ".reliability" / "summary.json"
 
@@ -36,23 +33,11 @@ def write_figures() -> Iterator[None]:
     SUMMARY.write_text(json.dumps(body, indent=2) + "\n")
 
 
-@dataclass
-class World:
-    """One bridge (in-process), the emulator behind it and a probe in front of it."""
-
-    app: App
-    emu: Emulator
-    admin: Admin
-    probe: Probe
-
-
 @pytest.fixture
 async def world(broker: Broker, base: str) -> AsyncIterator[World]:
     """Both services against the emulator, on the shared broker."""
-    async with emulator() as emu, Admin(emu) as admin:
-        settings = settings_for(broker.url, base, **upstream_sections(emu))
-        async with running(settings) as app, Probe(broker.port, base) as probe:
-            yield World(app, emu, admin, probe)
+    async with world_of(broker, base) as w:
+        yield w
 
 
 async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

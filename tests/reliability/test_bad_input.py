@@ -9,9 +9,9 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.reliability.conftest import World
 from tests.support import figures
 from tests.support.mqtt_probe import Received
+from tests.support.world import World
 
 SID = "sess-1"  # a valid id: only the payload is wrong
 BIG = 70 * 1024

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import World, until
+from tests.reliability.conftest import until
 from tests.support import figures
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe
+from tests.support.world import World
 
 CHANNEL = "commandchannel"
 DROPS = 6

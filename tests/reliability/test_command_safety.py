@@ -13,12 +13,13 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.reliability.conftest import World, calls, emulator_env, mqtt_env, until
+from tests.reliability.conftest import calls, emulator_env, mqtt_env, until
 from tests.support import figures
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe, response_properties
+from tests.support.world import World
 
 GET = "bridge/request/desk/get_session_state"
 

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.conftest import World, until
+from tests.reliability.conftest import until
 from tests.support import figures
 from tests.support.mqtt_probe import response_properties
+from tests.support.world import World
 
 CASES = 3000
 BATCH = 25

@@ -8,13 +8,14 @@ import asyncio
 import logging
 from pathlib import Path
 
-from tests.reliability.conftest import World, calls, emulator_env, mqtt_env
+from tests.reliability.conftest import calls, emulator_env, mqtt_env
 from tests.support import figures, leaks
 from tests.support.bridge import BridgeProcess
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator
 from tests.support.mqtt_probe import Probe, Received
 from tests.support.usersig_shape import a_usersig
+from tests.support.world import World
 
 
 def test_the_scanner_catches_planted_secrets() -> None:

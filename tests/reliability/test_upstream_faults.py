@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import World, calls, until
+from tests.reliability.conftest import calls, until
 from tests.support import figures
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe
+from tests.support.world import World
 
 TIMEOUT = 0.6  # each upstream call's timeout in this module
 
