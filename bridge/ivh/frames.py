@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -44,6 +45,7 @@ def heartbeat(session_id: str) -> str:
     return drive(session_id, "SEND_HEARTBEAT", {"Text": "PING"}, new_req_id())
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of field names, seen on every frame
 def snake(name: str) -> str:
     """`SpeakStatus` -> `speak_status`, `ReqId` -> `req_id`, `TTSSupport` -> `tts_support`."""
     return _CAMEL.sub("_", name).lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import ssl
 from collections.abc import AsyncIterator
 
@@ -177,3 +178,26 @@ async def _list(emu: Emulator, http: httpx.AsyncClient) -> list[object]:
 async def emu_fault(emu: Emulator, http: httpx.AsyncClient) -> None:
     spec = {"path": "listsessionofuin", "count": 1, "latency_ms": 2000}
     (await http.post(emu.base_url + "/emulator/faults", json=spec)).raise_for_status()
+
+
+async def test_a_gzip_encoded_answer_is_decoded() -> None:
+    body = gzip.compress(BODY)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(transport=LeanTransport()) as http:
+            assert (await ivh(http, base).stat_session("s")).session_status == 1
+    finally:
+        listener.close()
+        await listener.wait_closed()
