@@ -19,6 +19,7 @@ from bridge.health import BridgeFeature
 from bridge.homeassistant import HomeAssistant
 from bridge.metrics import Metrics
 from bridge.mqtt import Inbound, MqttLink
+from bridge.ownership import Ownership
 from bridge.tencent import lean
 from bridge.tencent.retry import RetryPolicy
 from bridge.topics import Topics
@@ -51,6 +52,7 @@ class Deps:
     emitter: Emitter
     metrics: Metrics
     link_connected: asyncio.Event
+    ownership: Ownership
 
 
 FeatureFactory = Callable[[Deps], "Feature | None"]
@@ -79,6 +81,7 @@ class App:
         self.settings = settings
         self.topics = Topics(settings.mqtt.base_topic)
         self.metrics = Metrics()
+        self.ownership = Ownership(settings.mqtt.effective_client_id())
         self.link = MqttLink(settings.mqtt, self.topics, subscriptions=self._subscriptions())
         self.emitter = Emitter(self.link, self.topics)
         self.registry = Registry()
@@ -131,6 +134,7 @@ class App:
             emitter=self.emitter,
             metrics=self.metrics,
             link_connected=self.link.connected,
+            ownership=self.ownership,
         )
         features = []
         for _, factory in feature_factories():

@@ -39,6 +39,7 @@ class DeskFeature:
         self._publisher = deps.publisher
         self._emitter = deps.emitter
         self._topics = deps.topics
+        self._owns = deps.ownership.owns
         self._states: dict[str, StateKey] = {}
         self._streams: dict[str, SessionStream] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -114,6 +115,8 @@ class DeskFeature:
         return state
 
     async def _poll(self, sid: str) -> None:
+        if not self._owns(sid):
+            return  # another instance watches it (SPEC 7)
         with contextlib.suppress(BridgeError):
             self._publish_state(await self._fetch(sid))
 

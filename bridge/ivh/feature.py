@@ -59,6 +59,7 @@ class IvhFeature:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._utterances = Utterances()
+        self._owns = deps.ownership.owns
         self._locks: dict[str, asyncio.Lock] = {}
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
@@ -143,7 +144,7 @@ class IvhFeature:
                 task = self._tasks.get(sid)
                 if task is not None:
                     task.cancel()
-        elif after.drivable and self._cfg.channel.auto_connect:
+        elif after.drivable and self._cfg.channel.auto_connect and self._owns(sid):
             self._channel(sid)
 
     def _channel(self, sid: str) -> SessionChannel:
