@@ -58,12 +58,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_idle
         self._ssl = ssl_context
+        self._open: set[_Connection] = set()  # idle or in use: all closed by aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request and read its whole response."""
         timeouts = request.extensions.get("timeout", {})
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can drop a result that arrives as it
+        # is cancelled (a slot never released, a connection never closed).
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeouts.get("pool"))
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
         except TimeoutError:
             raise httpx.PoolTimeout("no connection slot free", request=request) from None
         try:
@@ -78,7 +82,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await _send(conn, request, timeouts.get("write"))
             response = await _receive(conn, request, timeouts.get("read"))
         except BaseException:
-            conn.close()  # its state is unknown: never reused
+            self._drop(conn)  # its state is unknown: never reused
             raise
         self._checkin(origin, conn)
         return response
@@ -89,7 +93,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn = idle.pop()
             if conn.usable:
                 return conn
-            conn.close()
+            self._drop(conn)
         return None
 
     def _checkin(self, origin: tuple[str, str, int], conn: _Connection) -> None:
@@ -100,18 +104,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if len(idle) < self._max_idle:
                 idle.append(conn)
                 return
+        self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
         conn.close()
+        self._open.discard(conn)
 
     async def _connect(
         self, origin: tuple[str, str, int], request: httpx.Request, timeouts: dict[str, float]
     ) -> _Connection:
         scheme, host, port = origin
         tls = self._tls_context() if scheme == "https" else None
-        opening = asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None
-        )
         try:
-            reader, writer = await asyncio.wait_for(opening, timeouts.get("connect"))
+            async with asyncio.timeout(timeouts.get("connect")):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None
+                )
         except TimeoutError:
             raise httpx.ConnectTimeout("connect timed out", request=request) from None
         except OSError as exc:  # refused, unreachable, DNS, TLS verification: nothing was sent
@@ -121,7 +129,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Connection(reader, writer)
+        conn = _Connection(reader, writer)
+        self._open.add(conn)
+        return conn
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -129,8 +139,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._ssl
 
     async def aclose(self) -> None:
-        """Close every idle connection."""
-        conns = [conn for idle in self._idle.values() for conn in idle]
+        """Close every connection, idle or in use."""
+        conns = list(self._open)
+        self._open.clear()
         self._idle.clear()
         for conn in conns:
             conn.close()
@@ -157,7 +168,8 @@ async def _send(conn: _Connection, request: httpx.Request, limit: float | None) 
     data += conn.h11.send(h11.EndOfMessage()) or b""
     try:
         conn.writer.write(data)  # one write: headers and body in one segment
-        await asyncio.wait_for(conn.writer.drain(), limit)
+        async with asyncio.timeout(limit):
+            await conn.writer.drain()
     except TimeoutError:
         raise httpx.WriteTimeout("write timed out", request=request) from None
     except OSError as exc:
