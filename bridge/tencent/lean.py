@@ -59,6 +59,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._max_idle = max_idle
         self._ssl = ssl_context
         self._open: set[_Connection] = set()  # idle or in use: all closed by aclose()
+        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request and read its whole response."""
@@ -98,7 +99,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _checkin(self, origin: tuple[str, str, int], conn: _Connection) -> None:
         state = conn.h11
-        if state.our_state is h11.DONE and state.their_state is h11.DONE:
+        if state.our_state is h11.DONE and state.their_state is h11.DONE and not self._closed:
             state.start_next_cycle()
             idle = self._idle.setdefault(origin, [])
             if len(idle) < self._max_idle:
@@ -130,6 +131,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Connection(reader, writer)
+        if self._closed:  # aclose() ran while this connection was being opened
+            conn.close()
+            raise httpx.ConnectError("the transport is closed", request=request)
         self._open.add(conn)
         return conn
 
@@ -140,6 +144,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Close every connection, idle or in use."""
+        self._closed = True
         conns = list(self._open)
         self._open.clear()
         self._idle.clear()

@@ -13,6 +13,7 @@ import pytest
 import trustme
 
 from bridge.emulator import Emulator
+from bridge.errors import UpstreamError
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.lean import LeanTransport
 from bridge.tencent.retry import RetryPolicy
@@ -201,3 +202,16 @@ async def test_a_gzip_encoded_answer_is_decoded() -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+async def test_aclose_closes_a_connection_in_use() -> None:
+    async with emulator() as emu:
+        transport = LeanTransport()
+        http = httpx.AsyncClient(transport=transport, timeout=5)
+        await emu_fault(emu, http)  # the next listing answers after 2 s
+        call = asyncio.create_task(_list(emu, http))
+        await asyncio.sleep(0.2)
+        await transport.aclose()
+        with pytest.raises(UpstreamError):
+            await call
+        await http.aclose()
