@@ -23,7 +23,6 @@ ErrorCode = Literal[
     "retained_command",
     "payload_too_large",
     "expired",
-    "duplicate",
     "session_not_found",
     "session_closed",
     "channel_unavailable",

@@ -223,6 +223,7 @@ async def _read_response(conn: _Connection, request: httpx.Request) -> httpx.Res
 def client(timeout: float) -> httpx.AsyncClient:
     """An HTTP client for one Tencent API, on the lean transport unless a proxy is configured."""
     proxied = any(key in urllib.request.getproxies() for key in ("http", "https", "all"))
-    transport = None if proxied else LeanTransport()
+    if not proxied:  # the transport keeps its own limits: httpx's apply to its default one only
+        return httpx.AsyncClient(timeout=httpx.Timeout(timeout), transport=LeanTransport())
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits, transport=transport)
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits)

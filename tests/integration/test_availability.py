@@ -11,26 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bridge import BridgeProcess, running, settings_for
+from tests.support.bridge import BridgeProcess, mqtt_env, running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe
 
 
-def bridge_env(broker: Broker, base: str) -> dict[str, str]:
-    return {
-        "TENCENT2MQTT_MQTT__URL": broker.url,
-        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
-        "TENCENT2MQTT_MQTT__KEEPALIVE": "5",
-        "TENCENT2MQTT_IVH__ENABLED": "false",
-        "TENCENT2MQTT_DESK__ENABLED": "false",
-    }
-
-
 async def test_sigterm_publishes_offline_shutdown_and_exits_0(
     broker: Broker, base: str, tmp_path: Path
 ) -> None:
-    proc = BridgeProcess(bridge_env(broker, base), tmp_path)
+    proc = BridgeProcess(mqtt_env(broker, base), tmp_path)
     async with Probe(broker.port, base) as probe:
         proc.start()
         try:
@@ -45,7 +35,7 @@ async def test_sigterm_publishes_offline_shutdown_and_exits_0(
 
 
 async def test_sigkill_fires_the_will(broker: Broker, base: str, tmp_path: Path) -> None:
-    proc = BridgeProcess(bridge_env(broker, base), tmp_path)
+    proc = BridgeProcess(mqtt_env(broker, base), tmp_path)
     async with Probe(broker.port, base) as probe:
         proc.start()
         try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+from bridge.emulator import Emulator
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import emulator, upstream_sections
@@ -24,6 +27,25 @@ PLATFORM_KEYS = {
 }
 REQUIRED = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}, "button": set()}
 REQUIRED["text"] = {"command_topic"}
+
+
+def ha_sections(emu: Emulator, prefix: str) -> dict[str, dict[str, Any]]:
+    """IVH against the emulator, discovery under `prefix`."""
+    sections = upstream_sections(emu, desk={"enabled": False})
+    sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+    return sections
+
+
+@contextlib.asynccontextmanager
+async def ha_bridge(broker: Broker, base: str, prefix: str) -> AsyncIterator[tuple[Probe, Probe]]:
+    """A bridge with discovery on, a probe on Home Assistant's prefix and one on the base."""
+    async with (
+        emulator() as emu,
+        Probe(broker.port, prefix) as ha,
+        running(settings_for(broker.url, base, **ha_sections(emu, prefix))),
+        Probe(broker.port, base) as probe,
+    ):
+        yield ha, probe
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -59,78 +81,64 @@ def is_config(prefix: str, object_id_part: str) -> Any:
 
 async def test_discovery_of_bridge_and_session_and_removal(broker: Broker, base: str) -> None:
     prefix = f"ha{base}"
-    async with emulator() as emu:
-        sections = upstream_sections(emu, desk={"enabled": False})
-        sections["homeassistant"] = {"enabled": True, "prefix": prefix}
-        async with (
-            Probe(broker.port, prefix) as ha,
-            running(settings_for(broker.url, base, **sections)),
-            Probe(broker.port, base) as probe,
-        ):
-            bridge_msg = await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"))
-            bridge = bridge_msg.json()
-            check_config(bridge)
-            conn = bridge["cmps"]["connectivity"]
-            assert conn["p"] == "binary_sensor" and conn["device_class"] == "connectivity"
-            assert conn["state_topic"] == f"{base}/bridge/state"
-            assert bridge["cmps"]["active_sessions"]["state_topic"] == f"{base}/ivh/sessions"
+    async with ha_bridge(broker, base, prefix) as (ha, probe):
+        bridge_msg = await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"))
+        bridge = bridge_msg.json()
+        check_config(bridge)
+        conn = bridge["cmps"]["connectivity"]
+        assert conn["p"] == "binary_sensor" and conn["device_class"] == "connectivity"
+        assert conn["state_topic"] == f"{base}/bridge/state"
+        assert bridge["cmps"]["active_sessions"]["state_topic"] == f"{base}/ivh/sessions"
 
-            reply = await probe.request(
-                "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
-            )
-            sid = reply["data"]["session_id"]
-            msg = await ha.wait_for(is_config(prefix, f"ivh_{sid}"))
-            session = msg.json()
-            check_config(session)
-            cmps = session["cmps"]
-            assert cmps["status"]["state_topic"] == f"{base}/ivh/{sid}/state"
-            assert cmps["close"]["command_topic"] == f"{base}/ivh/{sid}/close"
-            assert cmps["say"]["command_topic"] == f"{base}/ivh/{sid}/text"
-            assert session["availability"][0]["topic"] == f"{base}/bridge/state"
-            assert session["dev"]["via_device"] in bridge["dev"]["ids"]
+        reply = await probe.request(
+            "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+        )
+        sid = reply["data"]["session_id"]
+        msg = await ha.wait_for(is_config(prefix, f"ivh_{sid}"))
+        session = msg.json()
+        check_config(session)
+        cmps = session["cmps"]
+        assert cmps["status"]["state_topic"] == f"{base}/ivh/{sid}/state"
+        assert cmps["close"]["command_topic"] == f"{base}/ivh/{sid}/close"
+        assert cmps["say"]["command_topic"] == f"{base}/ivh/{sid}/text"
+        assert session["availability"][0]["topic"] == f"{base}/bridge/state"
+        assert session["dev"]["via_device"] in bridge["dev"]["ids"]
 
-            async with Probe(broker.port, prefix) as late:  # configs are retained
-                kept = await late.wait_for(is_config(prefix, f"ivh_{sid}"))
-                assert kept.retain and kept.json() == session
+        async with Probe(broker.port, prefix) as late:  # configs are retained
+            kept = await late.wait_for(is_config(prefix, f"ivh_{sid}"))
+            assert kept.retain and kept.json() == session
 
-            # Home Assistant restarts: its birth message brings every config back
-            start = len(ha.messages)
-            await ha.publish("status", b"online")
-            again = await ha.wait_for(is_config(prefix, f"ivh_{sid}"), start=start)
-            assert again.json() == session
-            await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"), start=start)
+        # Home Assistant restarts: its birth message brings every config back
+        start = len(ha.messages)
+        await ha.publish("status", b"online")
+        again = await ha.wait_for(is_config(prefix, f"ivh_{sid}"), start=start)
+        assert again.json() == session
+        await ha.wait_for(is_config(prefix, f"tencent2mqtt_{base}"), start=start)
 
-            # the close button's payload closes the session; its device goes away
-            await probe.client.publish(cmps["close"]["command_topic"], b"{}", qos=1)
-            await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "closed")
-            gone = await ha.wait_for(
-                lambda m: is_config(prefix, f"ivh_{sid}")(m) and m.payload == b"", start=start
-            )
-            assert gone.topic == msg.topic
+        # the close button's payload closes the session; its device goes away
+        await probe.client.publish(cmps["close"]["command_topic"], b"{}", qos=1)
+        await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "closed")
+        gone = await ha.wait_for(
+            lambda m: is_config(prefix, f"ivh_{sid}")(m) and m.payload == b"", start=start
+        )
+        assert gone.topic == msg.topic
 
 
 async def test_speaking_through_the_text_entity(broker: Broker, base: str) -> None:
     prefix = f"ha{base}"
-    async with emulator() as emu:
-        sections = upstream_sections(emu, desk={"enabled": False})
-        sections["homeassistant"] = {"enabled": True, "prefix": prefix}
-        async with (
-            Probe(broker.port, prefix) as ha,
-            running(settings_for(broker.url, base, **sections)),
-            Probe(broker.port, base) as probe,
-        ):
-            reply = await probe.request(
-                "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
-            )
-            sid = reply["data"]["session_id"]
-            await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
-            await probe.request("ivh/start_session", {"session_id": sid})
-            config = (await ha.wait_for(is_config(prefix, f"ivh_{sid}"))).json()
-            await probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected")
-            # Home Assistant publishes the entity's plain text value on its command topic
-            await probe.client.publish(config["cmps"]["say"]["command_topic"], b"hi", qos=1)
-            answer = await probe.wait_json("bridge/response/ivh/send_text")
-            assert answer["status"] == "ok", json.dumps(answer)
+    async with ha_bridge(broker, base, prefix) as (ha, probe):
+        reply = await probe.request(
+            "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+        )
+        sid = reply["data"]["session_id"]
+        await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+        await probe.request("ivh/start_session", {"session_id": sid})
+        config = (await ha.wait_for(is_config(prefix, f"ivh_{sid}"))).json()
+        await probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected")
+        # Home Assistant publishes the entity's plain text value on its command topic
+        await probe.client.publish(config["cmps"]["say"]["command_topic"], b"hi", qos=1)
+        answer = await probe.wait_json("bridge/response/ivh/send_text")
+        assert answer["status"] == "ok", json.dumps(answer)
 
 
 async def test_disabled_by_default(broker: Broker, base: str) -> None:
@@ -151,18 +159,16 @@ async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: 
         configs = {stale: left, other: {"dev": {}}, lookalike: foreign}
         for topic, config in configs.items():  # an earlier run's, another integration's
             await ha.client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
-        async with emulator() as emu:
-            sections = upstream_sections(emu, desk={"enabled": False})
-            sections["homeassistant"] = {"enabled": True, "prefix": prefix}
-            async with (
-                running(settings_for(broker.url, base, **sections)),
-                Probe(broker.port, base) as probe,
-            ):
-                reply = await probe.request(
-                    "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
-                )
-                live = (await ha.wait_for(is_config(prefix, reply["data"]["session_id"]))).topic
-                await ha.wait_for(lambda m: m.topic == stale and m.payload == b"", timeout=10)
+        async with (
+            emulator() as emu,
+            running(settings_for(broker.url, base, **ha_sections(emu, prefix))),
+            Probe(broker.port, base) as probe,
+        ):
+            reply = await probe.request(
+                "ivh/create_session", {"virtualman_project_id": "p", "user_id": "u"}
+            )
+            live = (await ha.wait_for(is_config(prefix, reply["data"]["session_id"]))).topic
+            await ha.wait_for(lambda m: m.topic == stale and m.payload == b"", timeout=10)
         cleared = {m.topic for m in ha.messages if m.payload == b""}
         assert not cleared & {other, lookalike, live}
         for topic in (other, lookalike):

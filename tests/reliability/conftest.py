@@ -14,6 +14,7 @@ import pytest
 
 from bridge.emulator import Emulator
 from tests.support import figures
+from tests.support.bridge import mqtt_env
 from tests.support.broker import Broker
 from tests.support.cloud import Admin
 from tests.support.world import World, world_of
@@ -77,17 +78,10 @@ def emulator_env(emu: Emulator) -> dict[str, str]:
     }
 
 
-def mqtt_env(broker: Broker, base: str, **extra: str) -> dict[str, str]:
-    """Environment variables for a bridge process on `broker` under `base`."""
-    env = {
-        "TENCENT2MQTT_MQTT__URL": broker.url,
-        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
-        "TENCENT2MQTT_MQTT__CLIENT_ID": f"bridge-{base}",
-        "TENCENT2MQTT_MQTT__KEEPALIVE": "5",
-        "TENCENT2MQTT_MQTT__RECONNECT_MAX_DELAY": "0.5",
-        "TENCENT2MQTT_BRIDGE__HEALTH_INTERVAL": "1",
-        "TENCENT2MQTT_IVH__ENABLED": "false",
-        "TENCENT2MQTT_DESK__ENABLED": "false",
+def persistent_env(broker: Broker, base: str, emu: Emulator) -> dict[str, str]:
+    """A Desk bridge process with a persistent MQTT session (queued QoS 1 commands survive)."""
+    return {
+        **mqtt_env(broker, base, MQTT__CLEAN_START="false", MQTT__SESSION_EXPIRY="300"),
+        **emulator_env(emu),
+        "TENCENT2MQTT_DESK__ENABLED": "true",
     }
-    env.update({f"TENCENT2MQTT_{k.upper()}": v for k, v in extra.items()})
-    return env

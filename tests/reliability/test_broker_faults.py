@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.reliability.conftest import calls, emulator_env, mqtt_env, until
+from tests.reliability.conftest import calls, persistent_env, until
 from tests.support import figures
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
@@ -85,11 +85,7 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
     n = 200
     async with emulator() as emu, Admin(emu) as admin:
         sid = await admin.desk_session(state="agent", agent_id="a1")
-        env = {
-            **mqtt_env(broker, base, MQTT__CLEAN_START="false", MQTT__SESSION_EXPIRY="300"),
-            **emulator_env(emu),
-            "TENCENT2MQTT_DESK__ENABLED": "true",
-        }
+        env = persistent_env(broker, base, emu)
         first, second = BridgeProcess(env, tmp_path), BridgeProcess(env, tmp_path)
         try:
             async with Probe(broker.port, base) as probe:

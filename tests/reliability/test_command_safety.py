@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.reliability.conftest import calls, emulator_env, mqtt_env, until
+from tests.reliability.conftest import calls, persistent_env, until
 from tests.support import figures
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
@@ -75,11 +75,7 @@ async def test_expired_while_the_bridge_was_down_never_runs(
     """The broker drops a queued command whose Message Expiry ran out: it never executes."""
     async with emulator() as emu, Admin(emu) as admin:
         sid = await admin.desk_session()
-        env = {
-            **mqtt_env(broker, base, MQTT__CLEAN_START="false", MQTT__SESSION_EXPIRY="300"),
-            **emulator_env(emu),
-            "TENCENT2MQTT_DESK__ENABLED": "true",
-        }
+        env = persistent_env(broker, base, emu)
         first, second = BridgeProcess(env, tmp_path), BridgeProcess(env, tmp_path)
         try:
             async with Probe(broker.port, base) as probe:

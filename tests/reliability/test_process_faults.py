@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 from bridge.emulator import Emulator
-from tests.reliability.conftest import calls, emulator_env, mqtt_env, until
+from tests.reliability.conftest import calls, emulator_env, until
 from tests.support import figures
-from tests.support.bridge import BridgeProcess
+from tests.support.bridge import BridgeProcess, mqtt_env
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator
 from tests.support.mqtt_probe import Probe

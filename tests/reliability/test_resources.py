@@ -12,9 +12,9 @@ from typing import Any
 
 import aiomqtt
 
-from tests.reliability.conftest import mqtt_env, until
+from tests.reliability.conftest import until
 from tests.support import figures
-from tests.support.bridge import BridgeProcess, running, settings_for
+from tests.support.bridge import BridgeProcess, mqtt_env, running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator, upstream_sections
 from tests.support.mqtt_probe import Probe

@@ -8,9 +8,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from tests.reliability.conftest import calls, emulator_env, mqtt_env
+from tests.reliability.conftest import calls, emulator_env
 from tests.support import figures, leaks
-from tests.support.bridge import BridgeProcess
+from tests.support.bridge import BridgeProcess, mqtt_env
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator
 from tests.support.mqtt_probe import Probe, Received

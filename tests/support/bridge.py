@@ -16,6 +16,7 @@ from typing import Any
 from bridge.app import App
 from bridge.config import Settings
 from tests.support import leaks
+from tests.support.broker import Broker
 
 
 def unique_base() -> str:
@@ -107,3 +108,19 @@ class BridgeProcess:
 def _is_secret_key(name: str) -> bool:
     upper = name.upper()
     return upper.endswith(("__PASSWORD", "__ACCESS_TOKEN", "__SECRET_KEY"))
+
+
+def mqtt_env(broker: Broker, base: str, **extra: str) -> dict[str, str]:
+    """Environment variables for a bridge process on `broker` under `base`."""
+    env = {
+        "TENCENT2MQTT_MQTT__URL": broker.url,
+        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
+        "TENCENT2MQTT_MQTT__CLIENT_ID": f"bridge-{base}",
+        "TENCENT2MQTT_MQTT__KEEPALIVE": "5",
+        "TENCENT2MQTT_MQTT__RECONNECT_MAX_DELAY": "0.5",
+        "TENCENT2MQTT_BRIDGE__HEALTH_INTERVAL": "1",
+        "TENCENT2MQTT_IVH__ENABLED": "false",
+        "TENCENT2MQTT_DESK__ENABLED": "false",
+    }
+    env.update({f"TENCENT2MQTT_{k.upper()}": v for k, v in extra.items()})
+    return env
