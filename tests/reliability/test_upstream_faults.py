@@ -140,9 +140,11 @@ async def test_stream_chunks_survive_faults_exactly_once(fast: World) -> None:
     for count, fault in plan:
         await w.admin.fault("send_stream_msg", count, **fault)
     figures.add("faults_injected", sum(c for c, _ in plan))
-    n = 300
-    for i in range(n):
+    n, wave = 300, 10
+    for i in range(n):  # in waves, so that at least n / wave calls meet the planned faults
         await w.probe.publish(f"desk/{sid}/stream", {"chunk": f"<{i}>", "transaction": i})
+        if (i + 1) % wave == 0:
+            await _answered(w, i + 1)
     await w.probe.publish(f"desk/{sid}/stream", {"chunk": "", "finish": True, "transaction": n})
     await until(lambda: len(_replies(w)) >= n + 1, 20, "every chunk to be answered")
     replies = _replies(w)
@@ -156,6 +158,10 @@ async def test_stream_chunks_survive_faults_exactly_once(fast: World) -> None:
     assert failed, "the bare 5xx should have failed one batch"
     assert all(r["error"]["code"] == "upstream_unavailable" for r in replies if r["status"] != "ok")
     assert text == expected  # nothing lost, nothing twice, in order
+
+
+async def _answered(w: World, count: int) -> None:
+    await until(lambda: len(_replies(w)) >= count, 20, f"{count} chunks to be answered")
 
 
 def _replies(w: World) -> list[dict[str, Any]]:
