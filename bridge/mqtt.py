@@ -90,6 +90,7 @@ class MqttLink:
         self._stop = asyncio.Event()
         self._retained: dict[str, bytes] = {}
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
+        self._paho: Any = None  # paho's client while the drain task runs
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.dropped = 0
@@ -120,6 +121,8 @@ class MqttLink:
         return len(self._outbox)
 
     def _enqueue(self, message: Outbound) -> None:
+        if self._send_now(message):
+            return
         if len(self._outbox) >= self._outbox_max:
             self._drop_one()
         self._outbox.append(message)
@@ -222,6 +225,7 @@ class MqttLink:
         two scans of its pending calls per message, which capped events near 1,600/s. PUBACKs
         are tracked here instead: whatever is unacknowledged when the connection ends goes
         back to the head of the outbox, in order, and is sent again after the reconnect.
+        While this task runs, a message queued behind an empty outbox goes to paho at once.
         """
         paho = client._client
         aiomqtt_on_publish = paho.on_publish
@@ -232,9 +236,12 @@ class MqttLink:
                 aiomqtt_on_publish(*args)
 
         paho.on_publish = on_publish
+        paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
+        self._paho = paho
         try:
             await self._drain_loop(paho)
         finally:
+            self._paho = None
             for msg in reversed(self._unacked.values()):
                 self._outbox.appendleft(msg)
             self._unacked.clear()
@@ -247,18 +254,32 @@ class MqttLink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            msg = self._outbox.popleft()
-            info = paho.publish(
-                msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
-            )
-            if info.rc != 0:  # MQTT_ERR_SUCCESS
-                self._outbox.appendleft(msg)
-                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-            if self._config.qos and not info.is_published():
-                self._unacked[info.mid] = msg
+            self._send(paho, self._outbox.popleft())
             sent += 1
             if sent % 64 == 0:
                 await asyncio.sleep(0)  # let inbound messages and PUBACKs in
+
+    def _send(self, paho: Any, msg: Outbound) -> None:
+        info = paho.publish(
+            msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
+        )
+        if info.rc != 0:  # MQTT_ERR_SUCCESS
+            self._outbox.appendleft(msg)
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if self._config.qos and not info.is_published():
+            self._unacked[info.mid] = msg
+
+    def _send_now(self, msg: Outbound) -> bool:
+        """Hand `msg` to paho now if nothing is queued before it and the window has room."""
+        paho = self._paho
+        if paho is None or self._outbox or len(self._unacked) >= _INFLIGHT:
+            return False
+        try:
+            self._send(paho, msg)
+        except aiomqtt.MqttError:
+            self._wake.set()  # back in the outbox: the drain retries it, or ends the connection
+        self._check_idle()
+        return True
 
     def _acked(self, mid: int) -> None:
         if self._unacked.pop(mid, None) is not None:
@@ -318,6 +339,43 @@ class MqttLink:
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
         client.pending_calls_threshold = _INFLIGHT * 2
         return client
+
+
+class _LoopWriter:
+    """paho's `on_socket_register_write` once connected: writes from the event loop itself.
+
+    aiomqtt's callback assumes it may run on paho's connect thread, so it registers a writer
+    through `call_soon_threadsafe` for each burst: a self-pipe write and read, two epoll_ctl
+    and two extra passes of the loop per reply. On the loop thread a plain `call_soon` does:
+    everything queued in one pass goes out in one `loop_write`; only when the socket buffer
+    is full does a writer wait for it to drain. On an error, aiomqtt's own callback takes over
+    (its writer hits the same error and ends the connection the usual way).
+    """
+
+    def __init__(self, paho: Any, fallback: Callable[..., None] | None) -> None:
+        self._paho = paho
+        self._fallback = fallback
+        self._loop = asyncio.get_running_loop()
+        self._scheduled = False
+        self._sock: Any = None
+
+    def __call__(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._sock = sock
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        paho = self._paho
+        try:
+            paho.loop_write()
+        except Exception:
+            if self._fallback is not None:
+                self._fallback(paho, None, self._sock)
+            return
+        if paho.want_write() and paho._sock is not None:  # socket buffer full: wait for it
+            self._loop.add_writer(paho._sock.fileno(), self._flush)
 
 
 def _close_socket(client: aiomqtt.Client) -> None:

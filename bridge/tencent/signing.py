@@ -88,12 +88,15 @@ class IvhAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Replace the query with the signed one (existing parameters are kept and signed)."""
-        params = dict(request.url.params)
-        params.update(appkey=self._appkey, timestamp=str(int(self._clock())))
-        params.pop("signature", None)
-        query = signed_query(params, self._token.get_secret_value())
+        query = self.query(request.url.params)
         request.url = request.url.copy_with(query=query.encode("ascii"))
         yield request
+
+    def query(self, params: Mapping[str, str]) -> str:
+        """`params` (any `signature` dropped) plus `appkey` and `timestamp`, signed."""
+        signed = {**params, "appkey": self._appkey, "timestamp": str(int(self._clock()))}
+        signed.pop("signature", None)
+        return signed_query(signed, self._token.get_secret_value())
 
     def __repr__(self) -> str:
         return f"IvhAuth(appkey={self._appkey!r}, access_token=SecretStr('**********'))"

@@ -12,13 +12,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.codes import CodeInfo, http_status_info
+from bridge.tencent.lean import LeanClient
 from bridge.tencent.observe import CallObserver, CallRecord, Service, notify
 from bridge.tencent.retry import RetryPolicy, call_with_retry
+from bridge.tencent.signing import IvhAuth
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +145,12 @@ async def post(
 ) -> Reply:
     """POST `content` once; transport failures become `UpstreamError`s."""
     ctx.requests += 1
-    how = auth if auth is not None else httpx.USE_CLIENT_DEFAULT
     try:
+        if isinstance(http, LeanClient) and (auth is None or isinstance(auth, IvhAuth)):
+            query = auth.query(params or {}) if auth else urlencode(params or {}, quote_via=quote)
+            status, raw = await http.post_bytes(url, query, content, JSON_HEADERS)
+            return Reply(status, _json_bytes(raw))
+        how = auth if auth is not None else httpx.USE_CLIENT_DEFAULT
         response = await http.post(
             url, content=content, headers=JSON_HEADERS, params=params, auth=how
         )
@@ -162,6 +169,14 @@ def check_reply(
         raise code_error(http_status_info(reply.status), ctx, http_status=reply.status)
     if code is None:
         raise code_error(BAD_REPLY, ctx, http_status=reply.status)
+
+
+def _json_bytes(raw: bytes) -> Mapping[str, Any] | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _json_object(response: httpx.Response) -> Mapping[str, Any] | None:

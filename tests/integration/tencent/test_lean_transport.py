@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -15,7 +15,7 @@ import trustme
 from bridge.emulator import Emulator
 from bridge.errors import UpstreamError
 from bridge.tencent.ivh import IvhClient
-from bridge.tencent.lean import LeanTransport
+from bridge.tencent.lean import LeanClient, LeanTransport, _split
 from bridge.tencent.retry import RetryPolicy
 from bridge.tencent.transport import never_sent
 from tests.support.cloud import emulator
@@ -75,43 +75,62 @@ def ivh(http: httpx.AsyncClient, base: str) -> IvhClient:
     return IvhClient(http, base_url=base, appkey="a", access_token="t", retry=FAST)
 
 
+Make = Callable[..., httpx.AsyncClient]
+
+
+def _httpx_client(transport: LeanTransport | None = None, timeout: float = 5) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport or LeanTransport(), timeout=timeout)
+
+
+def _lean_client(transport: LeanTransport | None = None, timeout: float = 5) -> httpx.AsyncClient:
+    return LeanClient(timeout, transport)
+
+
+@pytest.fixture(params=["httpx-client", "lean-client"])
+def make(request: pytest.FixtureRequest) -> Make:
+    """The transport under httpx's client layer, and under `LeanClient.post_bytes`."""
+    return _httpx_client if request.param == "httpx-client" else _lean_client
+
+
 @pytest.mark.parametrize("chunked", [False, True])
-async def test_sequential_calls_share_one_connection(chunked: bool) -> None:
+async def test_sequential_calls_share_one_connection(chunked: bool, make: Make) -> None:
     server = KeepAliveServer(chunked=chunked)
-    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+    async with serving(server) as base, make() as http:
         for _ in range(5):
             assert (await ivh(http, base).stat_session("s")).session_status == 1
     assert (server.requests, server.connections) == (5, 1)
 
 
-async def test_a_connection_the_server_closed_is_not_reused() -> None:
+async def test_a_connection_the_server_closed_is_not_reused(make: Make) -> None:
     server = KeepAliveServer(close_after=1)
-    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+    async with serving(server) as base, make() as http:
         for _ in range(3):
             await ivh(http, base).stat_session("s")
             await asyncio.sleep(0.02)  # the server's FIN arrives meanwhile
     assert (server.requests, server.connections) == (3, 3)
 
 
-async def test_concurrent_calls_open_their_own_connections() -> None:
+async def test_concurrent_calls_open_their_own_connections(make: Make) -> None:
     server = KeepAliveServer()
-    async with serving(server) as base, httpx.AsyncClient(transport=LeanTransport()) as http:
+    async with serving(server) as base, make() as http:
         client = ivh(http, base)
         await asyncio.gather(*(client.stat_session("s") for _ in range(10)))
         await asyncio.gather(*(client.stat_session("s") for _ in range(10)))
     assert server.requests == 20 and server.connections <= 10
 
 
-async def test_refused_connection_is_never_sent() -> None:
+async def test_refused_connection_is_never_sent(make: Make) -> None:
     with contextlib.closing(__import__("socket").socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with httpx.AsyncClient(transport=LeanTransport()) as http:
-        with pytest.raises(httpx.ConnectError):
-            await http.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+    async with make() as http:
+        with pytest.raises(UpstreamError) as info:
+            await ivh(http, f"http://127.0.0.1:{port}").stat_session("s")
+    assert info.value.code == "upstream_unavailable"
+    assert isinstance(info.value.__cause__, httpx.ConnectError) and never_sent(info.value)
 
 
-async def test_tls_verifies_the_server_and_then_works() -> None:
+async def test_tls_verifies_the_server_and_then_works(make: Make) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
@@ -121,12 +140,14 @@ async def test_tls_verifies_the_server_and_then_works() -> None:
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
     try:
-        async with httpx.AsyncClient(transport=LeanTransport()) as http:
-            with pytest.raises(httpx.ConnectError) as info:
-                await http.post(base + "/x", content=b"{}")  # the system store: unknown CA
-        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        async with make() as http:
+            with pytest.raises(UpstreamError) as info:
+                await ivh(http, base).stat_session("s")  # the system store: unknown CA
+        refused = info.value.__cause__
+        assert isinstance(refused, httpx.ConnectError)
+        assert isinstance(refused.__cause__, ssl.SSLCertVerificationError)
         assert server.requests == 0
-        async with httpx.AsyncClient(transport=LeanTransport(ssl_context=trusting)) as http:
+        async with make(LeanTransport(ssl_context=trusting)) as http:
             assert (await ivh(http, base).stat_session("s")).session_status == 1
             assert (await ivh(http, base).stat_session("s")).session_status == 1
         assert (server.requests, server.connections) == (2, 1)  # kept alive over TLS
@@ -138,8 +159,8 @@ async def test_tls_verifies_the_server_and_then_works() -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_cancelled_call_leaves_no_connection_to_reuse() -> None:
-    async with emulator() as emu, httpx.AsyncClient(transport=LeanTransport()) as http:
+async def test_a_cancelled_call_leaves_no_connection_to_reuse(make: Make) -> None:
+    async with emulator() as emu, make() as http:
         await _warm(emu, http)
         await emu_fault(emu, http)
         task = asyncio.create_task(ivh(http, emu.base_url).list_sessions())
@@ -150,10 +171,60 @@ async def test_a_cancelled_call_leaves_no_connection_to_reuse() -> None:
         assert await _list(emu, http) == []  # a fresh connection answers the next call
 
 
-async def test_unsupported_scheme() -> None:
-    async with httpx.AsyncClient(transport=LeanTransport()) as http:
-        with pytest.raises(httpx.UnsupportedProtocol):
-            await http.post("ftp://127.0.0.1/x", content=b"{}")
+async def test_unsupported_scheme(make: Make) -> None:
+    async with make() as http:
+        with pytest.raises(UpstreamError) as info:
+            await ivh(http, "ftp://127.0.0.1").stat_session("s")
+    assert isinstance(info.value.__cause__, httpx.UnsupportedProtocol)
+    assert not info.value.retryable
+
+
+def test_request_target_and_host_header_from_the_url() -> None:
+    assert _split("https://gw.tvs.qq.com/v2/ivh/x") == (
+        ("https", "gw.tvs.qq.com", 443),
+        "/v2/ivh/x",
+        b"gw.tvs.qq.com",
+    )
+    assert _split("http://u:p@127.0.0.1:8080/a?b=1") == (
+        ("http", "127.0.0.1", 8080),
+        "/a?b=1",
+        b"127.0.0.1:8080",
+    )
+    assert _split("https://[::1]:443") == (("https", "::1", 443), "/", b"[::1]")
+    with pytest.raises(httpx.UnsupportedProtocol):
+        _split("ws://host/x")
+
+
+async def test_lean_client_sends_a_framed_signed_post() -> None:
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        heads.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with LeanClient(5) as http:
+            assert (
+                await ivh(http, f"http://127.0.0.1:{port}").stat_session("s")
+            ).session_status == 1
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    request_line, *lines = heads[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert request_line.startswith(
+        b"POST /v2/ivh/sessionmanager/sessionmanagerservice/statsession?appkey=a&timestamp="
+    )
+    assert b"&signature=" in request_line and request_line.endswith(b" HTTP/1.1")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    assert headers[b"host"] == b"127.0.0.1:%d" % port
+    assert headers[b"content-type"] == b"application/json;charset=utf-8"
+    assert b'"SessionId":"s"' in heads[0].split(b"\r\n\r\n", 1)[1]
 
 
 def test_never_sent_follows_the_transport_errors() -> None:
@@ -181,7 +252,7 @@ async def emu_fault(emu: Emulator, http: httpx.AsyncClient) -> None:
     (await http.post(emu.base_url + "/emulator/faults", json=spec)).raise_for_status()
 
 
-async def test_a_gzip_encoded_answer_is_decoded() -> None:
+async def test_a_gzip_encoded_answer_is_decoded(make: Make) -> None:
     body = gzip.compress(BODY)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -197,17 +268,17 @@ async def test_a_gzip_encoded_answer_is_decoded() -> None:
     listener = await asyncio.start_server(handle, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
     try:
-        async with httpx.AsyncClient(transport=LeanTransport()) as http:
+        async with make() as http:
             assert (await ivh(http, base).stat_session("s")).session_status == 1
     finally:
         listener.close()
         await listener.wait_closed()
 
 
-async def test_aclose_closes_a_connection_in_use() -> None:
+async def test_aclose_closes_a_connection_in_use(make: Make) -> None:
     async with emulator() as emu:
         transport = LeanTransport()
-        http = httpx.AsyncClient(transport=transport, timeout=5)
+        http = make(transport)
         await emu_fault(emu, http)  # the next listing answers after 2 s
         call = asyncio.create_task(_list(emu, http))
         await asyncio.sleep(0.2)
