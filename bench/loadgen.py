@@ -18,6 +18,8 @@ from typing import Any
 
 import aiomqtt
 
+from bridge.mqtt import write_from_loop
+
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
@@ -85,6 +87,7 @@ class MqttRequester:
 
     async def __aenter__(self) -> MqttRequester:
         await self._client.__aenter__()
+        write_from_loop(self._client)  # as the bridge does: no self-pipe write per publish
         await self._client.subscribe(f"{self.base}/bridge/response/#", qos=1)
         self._task = asyncio.create_task(self._collect(), name="bench-responses")
         return self

@@ -236,7 +236,7 @@ class MqttLink:
                 aiomqtt_on_publish(*args)
 
         paho.on_publish = on_publish
-        paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
+        write_from_loop(client)
         self._paho = paho
         try:
             await self._drain_loop(paho)
@@ -341,6 +341,12 @@ class MqttLink:
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
         client.pending_calls_threshold = _INFLIGHT * 2
         return client
+
+
+def write_from_loop(client: aiomqtt.Client) -> None:
+    """Once `client` is connected: paho writes from the event loop itself (`_LoopWriter`)."""
+    paho = client._client
+    paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
 
 
 class _LoopWriter:

@@ -116,11 +116,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         """Send `wire` and read its whole response; failures raise httpx's exceptions."""
         # asyncio.timeout, not wait_for: in 3.11 wait_for can drop a result that arrives as it
         # is cancelled (a slot never released, a connection never closed).
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection slot free", request=request) from None
+        if self._slots.locked():  # a timer only when the call has to wait for a slot
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection slot free", request=request) from None
+        else:
+            await self._slots.acquire()
         try:
             return await self._exchange(wire, timeouts, request)
         finally:
@@ -227,8 +230,9 @@ async def _send(
     data += conn.h11.send(h11.EndOfMessage()) or b""
     try:
         conn.writer.write(data)  # one write: headers and body in one segment
-        async with asyncio.timeout(limit):
-            await conn.writer.drain()
+        if conn.writer.transport.get_write_buffer_size():  # not all sent at once: wait, bounded
+            async with asyncio.timeout(limit):
+                await conn.writer.drain()
     except TimeoutError:
         raise httpx.WriteTimeout("write timed out", request=request) from None
     except OSError as exc:
