@@ -278,7 +278,8 @@ class MqttLink:
             self._send(paho, msg)
         except aiomqtt.MqttError:
             self._wake.set()  # back in the outbox: the drain retries it, or ends the connection
-        self._check_idle()
+        if self._outbox or self._unacked:
+            self._idle.clear()  # set again by the drain once the outbox is sent and acknowledged
         return True
 
     def _acked(self, mid: int) -> None:

@@ -1,0 +1,74 @@
+"""The MQTT link's write path against a real mosquitto: a broker that stops reading."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+import aiomqtt
+
+from bridge.config import MqttConfig
+from bridge.mqtt import Inbound, MqttLink
+from bridge.topics import Topics
+from tests.support.broker import Broker
+
+SIZE = 64 * 1024  # 256 in flight of these is far more than both socket buffers hold
+
+
+async def _ignore(_: Inbound) -> None:
+    return None
+
+
+async def test_a_stalled_broker_gets_every_message_once_in_order(
+    own_broker: Broker, base: str
+) -> None:
+    config = MqttConfig(url=own_broker.url, base_topic=base)
+    link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
+    received: list[int] = []
+    async with aiomqtt.Client("127.0.0.1", own_broker.port) as sub:
+        await sub.subscribe(f"{base}/load/#", qos=1)
+        runner = asyncio.create_task(link.run(_ignore))
+        try:
+            await asyncio.wait_for(link.connected.wait(), 10)
+            assert own_broker.proc is not None
+            os.kill(own_broker.proc.pid, signal.SIGSTOP)  # it stops reading: the socket fills
+            try:
+                for i in range(400):
+                    link.publish(f"{base}/load/{i}", i.to_bytes(4, "big") * (SIZE // 4))
+                await asyncio.sleep(0.5)
+                assert link.outbox_depth > 0  # the window is full, the rest waits in order
+            finally:
+                os.kill(own_broker.proc.pid, signal.SIGCONT)
+            async with asyncio.timeout(15):
+                async for message in sub.messages:
+                    assert isinstance(message.payload, bytes) and len(message.payload) == SIZE
+                    received.append(int.from_bytes(message.payload[:4], "big"))
+                    if len(received) == 400:
+                        break
+        finally:
+            await link.close(grace=5)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(runner, 10)
+    assert received == list(range(400))
+
+
+async def test_close_waits_for_the_puback_of_what_was_sent(own_broker: Broker, base: str) -> None:
+    config = MqttConfig(url=own_broker.url, base_topic=base)
+    link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
+    runner = asyncio.create_task(link.run(_ignore))
+    await asyncio.wait_for(link.connected.wait(), 10)
+    await asyncio.sleep(0.2)  # the birth messages are acknowledged
+    assert own_broker.proc is not None
+    os.kill(own_broker.proc.pid, signal.SIGSTOP)  # no PUBACK can come back
+    try:
+        link.publish(f"{base}/last", b"words")  # handed to paho at once: the outbox is empty
+        started = asyncio.get_running_loop().time()
+        await link.close(grace=0.5)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        os.kill(own_broker.proc.pid, signal.SIGCONT)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(runner, 10)
+    assert waited >= 0.45  # it waited out its grace for the acknowledgement
