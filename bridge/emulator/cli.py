@@ -18,6 +18,7 @@ import click
 
 from bridge.emulator.config import DESK_SPELLINGS, EmulatorConfig
 from bridge.emulator.server import Emulator
+from bridge.gctune import tune_gc
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ async def _serve(config: EmulatorConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with Emulator(config) as emulator:
+            tune_gc()
             _announce(emulator)
             await stop.wait()
             logger.info("stopping on signal")
