@@ -260,9 +260,14 @@ class MqttLink:
                 await asyncio.sleep(0)  # let inbound messages and PUBACKs in
 
     def _send(self, paho: Any, msg: Outbound) -> None:
-        info = paho.publish(
-            msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
-        )
+        try:
+            info = paho.publish(
+                msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
+            )
+        except ValueError as exc:  # a topic or payload no broker can take: never sendable
+            self.dropped += 1
+            log.error("MQTT: not publishing to %r: %s", msg.topic[:200], exc)
+            return
         if info.rc != 0:  # MQTT_ERR_SUCCESS
             self._outbox.appendleft(msg)
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")

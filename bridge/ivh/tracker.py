@@ -9,6 +9,7 @@ their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -16,7 +17,9 @@ from typing import Any
 
 from bridge.envelope import Emitter, Publisher, dumps, now_iso
 from bridge.tencent.models import SessionInfo, status_name
-from bridge.topics import Topics
+from bridge.topics import Topics, valid_session_id
+
+log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
 SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
@@ -113,6 +116,7 @@ class SessionTracker:
         self._closed_at: dict[str, float] = {}
         self._snapshot_dirty = False
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._refused: set[str] = set()  # session ids not fit for a topic, each logged once
 
     def get(self, session_id: str) -> SessionState | None:
         """The last known state of a session."""
@@ -143,6 +147,9 @@ class SessionTracker:
         self._flush_soon()
 
     def _apply(self, state: SessionState) -> None:
+        if not valid_session_id(state.session_id):
+            self._refuse(state.session_id)
+            return
         before = self._states.get(state.session_id)
         if before is not None and before.signature() == state.signature():
             return
@@ -156,6 +163,15 @@ class SessionTracker:
         self._snapshot_dirty = True
         self._events(before, state)
         self._on_transition(before, state)
+
+    def _refuse(self, session_id: str) -> None:
+        """A session id from upstream that cannot name a topic (`/`, `+`, `#`, ...): ignored."""
+        if session_id in self._refused:
+            return
+        if len(self._refused) >= 1000:
+            self._refused.clear()
+        self._refused.add(session_id)
+        log.warning("ivh: ignoring session id %r: not a valid topic level", session_id[:140])
 
     def mark_closed(self, session_id: str) -> None:
         """The session is closed (closed through the bridge, or 110013): publish it now."""

@@ -72,3 +72,25 @@ async def test_close_waits_for_the_puback_of_what_was_sent(own_broker: Broker, b
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(runner, 10)
     assert waited >= 0.45  # it waited out its grace for the acknowledgement
+
+
+async def test_an_unpublishable_topic_is_dropped_and_the_link_goes_on(
+    own_broker: Broker, base: str
+) -> None:
+    config = MqttConfig(url=own_broker.url, base_topic=base)
+    link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
+    async with aiomqtt.Client("127.0.0.1", own_broker.port) as sub:
+        await sub.subscribe(f"{base}/after", qos=1)
+        runner = asyncio.create_task(link.run(_ignore))
+        try:
+            await asyncio.wait_for(link.connected.wait(), 10)
+            link.publish(f"{base}/bad/#", b"x")  # paho refuses a wildcard in a topic name
+            link.publish(f"{base}/after", b"still here")
+            async with asyncio.timeout(5):
+                message = await anext(aiter(sub.messages))
+        finally:
+            await link.close(grace=5)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(runner, 10)
+    assert message.payload == b"still here"
+    assert link.dropped == 1 and link.reconnects == 1

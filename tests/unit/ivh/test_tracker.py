@@ -124,3 +124,14 @@ def test_a_close_through_the_bridge_updates_the_snapshot_at_once() -> None:
     tracker.mark_closed("a")
     snapshot = json.loads(recorder.retained["t/ivh/sessions"])
     assert [s["status"] for s in snapshot["sessions"]] == ["closed"]
+
+
+def test_a_session_id_that_cannot_name_a_topic_is_ignored(caplog: Any) -> None:
+    tracker, recorder, transitions = make()
+    tracker.apply_list([info("a/+/#", 1), info("ok", 1), info("a/+/#", 1)])
+    tracker.apply_list([info("a/+/#", 1), info("ok", 1)])
+    topics = {topic for topic, _ in recorder.messages}
+    assert not any("+" in topic or "#" in topic for topic in topics)
+    assert "t/ivh/ok/state" in topics and tracker.get("ok") is not None
+    assert tracker.get("a/+/#") is None and [after.session_id for _, after in transitions] == ["ok"]
+    assert sum("not a valid topic level" in r.message for r in caplog.records) == 1
