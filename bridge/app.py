@@ -157,6 +157,7 @@ class App:
                 "reconnects": max(0, self.link.reconnects - 1),
                 "outbox_depth": self.link.outbox_depth,
                 "dropped": self.link.dropped,
+                "refused": self.link.refused,
             },
             "actions_inflight": self.dispatcher.inflight if hasattr(self, "dispatcher") else 0,
         }

@@ -33,6 +33,9 @@ ONLINE = dumps({"state": "online"})
 OFFLINE_SHUTDOWN = dumps({"state": "offline", "reason": "shutdown"})
 OFFLINE_LOST = dumps({"state": "offline", "reason": "connection_lost"})
 _INFLIGHT = 256  # QoS 1 publishes awaiting their PUBACK at most
+# MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight
+# (mosquitto 20, HiveMQ 10) and refuse the rest: stay under the smallest common default.
+_QOS2_WINDOW_V311 = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
         self._paho: Any = None  # paho's client while the drain task runs
+        self._window = _INFLIGHT  # publishes awaiting their acknowledgement at most
+        self.refused = 0  # messages paho would not publish (a topic no broker takes)
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.dropped = 0
@@ -114,6 +119,11 @@ class MqttLink:
     def retained_topics(self) -> list[str]:
         """Topics whose retained state the bridge currently owns."""
         return list(self._retained)
+
+    @property
+    def window(self) -> int:
+        """Publishes that may await their acknowledgement at once on this connection."""
+        return self._window
 
     @property
     def outbox_depth(self) -> int:
@@ -219,7 +229,7 @@ class MqttLink:
             await on_message(inbound(message))
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        """Send the outbox in order, up to `_INFLIGHT` QoS 1 messages awaiting their PUBACK.
+        """Send the outbox in order, up to `_window` messages awaiting their acknowledgement.
 
         paho's own publish is non-blocking; aiomqtt's awaitable one costs a task, a timer and
         two scans of its pending calls per message, which capped events near 1,600/s. PUBACKs
@@ -249,7 +259,7 @@ class MqttLink:
     async def _drain_loop(self, paho: Any) -> None:
         sent = 0
         while True:
-            if not self._outbox or len(self._unacked) >= _INFLIGHT:
+            if not self._outbox or len(self._unacked) >= self._window:
                 self._check_idle()
                 self._wake.clear()
                 await self._wake.wait()
@@ -265,7 +275,9 @@ class MqttLink:
                 msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
             )
         except ValueError as exc:  # a topic or payload no broker can take: never sendable
-            self.dropped += 1
+            self.refused += 1
+            if msg.retain:
+                self._retained.pop(msg.topic, None)  # not to be re-asserted on every connect
             log.error("MQTT: not publishing to %r: %s", msg.topic[:200], exc)
             return
         if info.rc != 0:  # MQTT_ERR_SUCCESS
@@ -277,7 +289,7 @@ class MqttLink:
     def _send_now(self, msg: Outbound) -> bool:
         """Hand `msg` to paho now if nothing is queued before it and the window has room."""
         paho = self._paho
-        if paho is None or self._outbox or len(self._unacked) >= _INFLIGHT:
+        if paho is None or self._outbox or len(self._unacked) >= self._window:
             return False
         try:
             self._send(paho, msg)
@@ -294,6 +306,9 @@ class MqttLink:
     def _check_idle(self) -> None:
         if not self._outbox and not self._unacked:
             self._idle.set()
+
+    def _window_for(self, connack: Properties | None) -> int:
+        return window_for(self._config.protocol, self._config.qos, connack)
 
     def _properties(self, msg: Outbound) -> Properties | None:
         if msg.correlation_data is None or self._config.protocol != 5:
@@ -342,6 +357,15 @@ class MqttLink:
         else:
             kwargs["clean_session"] = cfg.clean_start
         client = aiomqtt.Client(cfg.host, cfg.port, **kwargs)
+        paho = client._client
+        aiomqtt_on_connect = paho.on_connect
+
+        def on_connect(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
+            self._window = self._window_for(args[4] if len(args) > 4 else None)
+            if aiomqtt_on_connect is not None:
+                aiomqtt_on_connect(*args)
+
+        paho.on_connect = on_connect
         # aiomqtt logs a warning on every publish while more than this many are unacknowledged
         # (default 10); the drain keeps up to 256 in flight by design, so that was a log record
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
@@ -390,6 +414,16 @@ class _LoopWriter:
             return
         if paho.want_write() and paho._sock is not None:  # socket buffer full: wait for it
             self._loop.add_writer(paho._sock.fileno(), self._flush)
+
+
+def window_for(protocol: int, qos: int, connack: Properties | None) -> int:
+    """How many publishes may await their acknowledgement: never more than the broker's
+    Receive Maximum (MQTT 5, 3.3.4: a broker may disconnect a client that sends more; 65,535
+    when it sends none), and for QoS 2 over 3.1.1 a bound brokers commonly keep."""
+    if protocol == 5:
+        peer = getattr(connack, "ReceiveMaximum", None) if connack is not None else None
+        return max(1, min(_INFLIGHT, peer if isinstance(peer, int) else 65_535))
+    return _QOS2_WINDOW_V311 if qos == 2 else _INFLIGHT
 
 
 def _close_socket(client: aiomqtt.Client) -> None:

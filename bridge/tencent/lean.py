@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 import httpx
@@ -35,6 +35,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _READ_SIZE = 65536
 _USER_AGENT = f"tencent2mqtt/{__version__}".encode()
 Origin = tuple[str, str, int]
+_SAFE = "/%?&=;:@+$,!~*'()[]"  # what stays as it is in a request target; the rest is escaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +307,7 @@ def _split(url: str) -> tuple[Origin, str, bytes]:
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
     port = parts.port or DEFAULT_PORTS[scheme]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _SAFE)
     host = parts.netloc.rpartition("@")[2]  # no userinfo in a Host header
     if parts.port == DEFAULT_PORTS[scheme]:
         host = host.rpartition(":")[0]
@@ -314,17 +315,22 @@ def _split(url: str) -> tuple[Origin, str, bytes]:
 
 
 def _decoded(answer: Answer) -> bytes:
-    """The body, decompressed if the server compressed it anyway (nothing asked it to)."""
+    """The body, decompressed if the server compressed it anyway (nothing asked it to).
+
+    As httpx does: an empty body stays empty, an unknown encoding is passed through. A body
+    that does not decompress is passed through too: it then fails as JSON, and the reply is
+    judged by its HTTP status (a gateway's 502 stays retryable).
+    """
     encoding = next((v for k, v in answer.headers if k.lower() == b"content-encoding"), b"")
-    encoding = encoding.strip().lower()
-    if encoding in (b"", b"identity"):
+    if not answer.body or encoding.strip().lower() not in (b"gzip", b"deflate", b"x-gzip"):
         return answer.body
-    if encoding in (b"gzip", b"deflate"):
+    try:
+        return zlib.decompress(answer.body, zlib.MAX_WBITS | 32)  # a gzip or a zlib header
+    except zlib.error:
         try:
-            return zlib.decompress(answer.body, zlib.MAX_WBITS | 32)  # gzip or zlib header
-        except zlib.error as exc:
-            raise httpx.DecodingError(f"bad {encoding.decode()} body") from exc
-    raise httpx.DecodingError(f"unsupported content encoding {encoding.decode(errors='replace')}")
+            return zlib.decompress(answer.body, -zlib.MAX_WBITS)  # raw deflate, as some send
+        except zlib.error:
+            return answer.body
 
 
 def client(timeout: float) -> httpx.AsyncClient:

@@ -8,9 +8,12 @@ import os
 import signal
 
 import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, MqttLink
+from bridge.mqtt import Inbound, MqttLink, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker
 
@@ -93,4 +96,43 @@ async def test_an_unpublishable_topic_is_dropped_and_the_link_goes_on(
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(runner, 10)
     assert message.payload == b"still here"
-    assert link.dropped == 1 and link.reconnects == 1
+    assert (link.refused, link.dropped, link.reconnects) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_qos2_never_overruns_the_broker(own_broker: Broker, base: str, protocol: int) -> None:
+    """mosquitto takes 20 QoS 2 messages in flight and refuses the rest (Receive Maximum)."""
+    config = MqttConfig(url=own_broker.url, base_topic=base, qos=2, protocol=protocol)
+    link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
+    received: list[int] = []
+    async with aiomqtt.Client("127.0.0.1", own_broker.port) as sub:
+        await sub.subscribe(f"{base}/q2/#", qos=2)
+        runner = asyncio.create_task(link.run(_ignore))
+        try:
+            await asyncio.wait_for(link.connected.wait(), 10)
+            assert link.window == (20 if protocol == 5 else 10)
+            for i in range(1000):
+                link.publish(f"{base}/q2/{i}", str(i).encode())
+            async with asyncio.timeout(20):
+                async for message in sub.messages:
+                    assert isinstance(message.payload, bytes)
+                    received.append(int(message.payload))
+                    if len(received) == 1000:
+                        break
+        finally:
+            await link.close(grace=5)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(runner, 10)
+    assert received == list(range(1000))
+
+
+def test_window_follows_the_brokers_receive_maximum() -> None:
+    connack = Properties(PacketTypes.CONNACK)  # type: ignore[no-untyped-call]
+    connack.ReceiveMaximum = 20
+    assert window_for(5, 1, connack) == 20
+    assert window_for(5, 1, None) == window_for(5, 1, Properties(PacketTypes.CONNACK)) == 256  # type: ignore[no-untyped-call]
+    assert (window_for(4, 1, None), window_for(4, 2, None), window_for(4, 0, None)) == (
+        256,
+        10,
+        256,
+    )

@@ -286,3 +286,33 @@ async def test_aclose_closes_a_connection_in_use(make: Make) -> None:
         with pytest.raises(UpstreamError):
             await call
         await http.aclose()
+
+
+async def test_an_empty_gzip_502_is_judged_by_its_status(make: Make) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: 0\r\n\r\n"
+                )
+                await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    try:
+        async with make() as http:
+            with pytest.raises(UpstreamError) as info:
+                await ivh(http, base).stat_session("s")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert info.value.http_status == 502 and info.value.retryable
+
+
+def test_a_path_with_spaces_or_non_ascii_is_escaped() -> None:
+    assert _split("http://h/a b/é?x=1")[1] == "/a%20b/%C3%A9?x=1"
