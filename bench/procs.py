@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.broker import Mosquitto as Broker
 from bridge.emulator.cli import env_settings
-from tests.support.broker import Broker
 
 __all__ = ["BridgeProc", "Broker", "EmulatorProc", "ProcSample"]
 
