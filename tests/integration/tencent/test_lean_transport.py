@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -22,6 +22,13 @@ from tests.support.cloud import emulator
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
 BODY = b'{"Header":{"Code":0},"Payload":{"SessionStatus":1}}'
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request (head and Content-Length body) from a client connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return head + await reader.readexactly(length)
 
 
 class KeepAliveServer:
@@ -40,9 +47,7 @@ class KeepAliveServer:
         served = 0
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while self.close_after is None or served < self.close_after:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
+                await read_request(reader)
                 self.requests += 1
                 served += 1
                 writer.write(self._answer())
@@ -57,17 +62,28 @@ class KeepAliveServer:
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
 @contextlib.asynccontextmanager
-async def serving(server: KeepAliveServer) -> AsyncIterator[str]:
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
+async def answering(handle: Handler) -> AsyncIterator[str]:
+    """A loopback HTTP server running `handle` per connection; its base URL."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
     finally:
         listener.close()
+        await listener.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def serving(server: KeepAliveServer) -> AsyncIterator[str]:
+    try:
+        async with answering(server.handle) as base:
+            yield base
+    finally:
         for writer in server.writers:
             writer.close()
-        await listener.wait_closed()
         await asyncio.sleep(0.01)  # let the closes complete
 
 
@@ -199,23 +215,14 @@ async def test_lean_client_sends_a_framed_signed_post() -> None:
     heads: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        heads.append(head + await reader.readexactly(length))
+        heads.append(await read_request(reader))
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
         await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        async with LeanClient(5) as http:
-            assert (
-                await ivh(http, f"http://127.0.0.1:{port}").stat_session("s")
-            ).session_status == 1
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with answering(handle) as base, LeanClient(5) as http:
+        assert (await ivh(http, base).stat_session("s")).session_status == 1
+    port = int(base.rsplit(":", 1)[1])
     request_line, *lines = heads[0].split(b"\r\n\r\n")[0].split(b"\r\n")
     assert request_line.startswith(
         b"POST /v2/ivh/sessionmanager/sessionmanagerservice/statsession?appkey=a&timestamp="
@@ -256,8 +263,7 @@ async def test_a_gzip_encoded_answer_is_decoded(make: Make) -> None:
     body = gzip.compress(BODY)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body)
@@ -265,14 +271,8 @@ async def test_a_gzip_encoded_answer_is_decoded(make: Make) -> None:
         await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    try:
-        async with make() as http:
-            assert (await ivh(http, base).stat_session("s")).session_status == 1
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with answering(handle) as base, make() as http:
+        assert (await ivh(http, base).stat_session("s")).session_status == 1
 
 
 async def test_aclose_closes_a_connection_in_use(make: Make) -> None:
@@ -292,9 +292,7 @@ async def test_an_empty_gzip_502_is_judged_by_its_status(make: Make) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
+                await read_request(reader)
                 writer.write(
                     b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\n"
                     b"Content-Length: 0\r\n\r\n"
@@ -302,15 +300,9 @@ async def test_an_empty_gzip_502_is_judged_by_its_status(make: Make) -> None:
                 await writer.drain()
         writer.close()
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    try:
-        async with make() as http:
-            with pytest.raises(UpstreamError) as info:
-                await ivh(http, base).stat_session("s")
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with answering(handle) as base, make() as http:
+        with pytest.raises(UpstreamError) as info:
+            await ivh(http, base).stat_session("s")
     assert info.value.http_status == 502 and info.value.retryable
 
 
