@@ -95,7 +95,8 @@ class MqttLink:
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
         self._paho: Any = None  # paho's client while the drain task runs
         self._window = _INFLIGHT  # publishes awaiting their acknowledgement at most
-        self.refused = 0  # messages paho would not publish (a topic no broker takes)
+        self.refused = 0  # messages no broker would take (a wildcard topic, too large)
+        self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5)
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.dropped = 0
@@ -270,21 +271,39 @@ class MqttLink:
                 await asyncio.sleep(0)  # let inbound messages and PUBACKs in
 
     def _send(self, paho: Any, msg: Outbound) -> None:
+        limit = self._max_packet
+        if limit and self._packet_size(msg) > limit:
+            # Sent anyway, the broker would disconnect; re-sent after the reconnect, forever.
+            self._refuse(msg, f"larger than the broker's maximum packet size ({limit} bytes)")
+            return
         try:
             info = paho.publish(
                 msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
             )
         except ValueError as exc:  # a topic or payload no broker can take: never sendable
-            self.refused += 1
-            if msg.retain:
-                self._retained.pop(msg.topic, None)  # not to be re-asserted on every connect
-            log.error("MQTT: not publishing to %r: %s", msg.topic[:200], exc)
+            self._refuse(msg, str(exc))
             return
         if info.rc != 0:  # MQTT_ERR_SUCCESS
             self._outbox.appendleft(msg)
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         if self._config.qos and not info.is_published():
             self._unacked[info.mid] = msg
+
+    def _refuse(self, msg: Outbound, why: str) -> None:
+        self.refused += 1
+        if msg.retain:
+            self._retained.pop(msg.topic, None)  # not to be re-asserted on every connect
+        log.error("MQTT: not publishing %d bytes to %r: %s", len(msg.payload), msg.topic[:200], why)
+
+    def _packet_size(self, msg: Outbound) -> int:
+        correlation = msg.correlation_data if self._config.protocol == 5 else None
+        return publish_size(
+            msg.topic,
+            msg.payload,
+            qos=self._config.qos,
+            v5=self._config.protocol == 5,
+            correlation=correlation,
+        )
 
     def _send_now(self, msg: Outbound) -> bool:
         """Hand `msg` to paho now if nothing is queued before it and the window has room."""
@@ -361,7 +380,10 @@ class MqttLink:
         aiomqtt_on_connect = paho.on_connect
 
         def on_connect(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
-            self._window = self._window_for(args[4] if len(args) > 4 else None)
+            connack = args[4] if len(args) > 4 else None
+            self._window = self._window_for(connack)
+            size = getattr(connack, "MaximumPacketSize", None) if connack is not None else None
+            self._max_packet = size if isinstance(size, int) and size > 0 else None
             if aiomqtt_on_connect is not None:
                 aiomqtt_on_connect(*args)
 
@@ -414,6 +436,21 @@ class _LoopWriter:
             return
         if paho.want_write() and paho._sock is not None:  # socket buffer full: wait for it
             self._loop.add_writer(paho._sock.fileno(), self._flush)
+
+
+def publish_size(
+    topic: str, payload: bytes, *, qos: int, v5: bool, correlation: bytes | None = None
+) -> int:
+    """Bytes of the PUBLISH packet for this message (MQTT 3.3), as a broker counts them."""
+    properties = 3 + len(correlation) if correlation is not None else 0  # id, length, data
+    body = 2 + len(topic.encode("utf-8")) + (2 if qos else 0) + len(payload)
+    if v5:
+        body += _varint_size(properties) + properties
+    return 1 + _varint_size(body) + body
+
+
+def _varint_size(value: int) -> int:
+    return 1 if value < 128 else 2 if value < 16_384 else 3 if value < 2_097_152 else 4
 
 
 def window_for(protocol: int, qos: int, connack: Properties | None) -> int:

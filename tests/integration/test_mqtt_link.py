@@ -8,15 +8,18 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, MqttLink, window_for
+from bridge.mqtt import Inbound, MqttLink, publish_size, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker
 
@@ -127,3 +130,59 @@ def test_window_follows_the_brokers_receive_maximum() -> None:
         10,
         256,
     )
+
+
+async def test_a_message_over_the_brokers_maximum_packet_size_is_refused(
+    tmp_path: Path, base: str
+) -> None:
+    """Sent anyway, the broker would disconnect the link, and the message, re-sent after every
+    reconnect, would do it again forever."""
+    broker = Broker(tmp_path, extra="max_packet_size 1000\n")
+    broker.start()
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as sub:
+            await sub.subscribe(f"{base}/size/#", qos=1)
+            async with running_link(broker, base) as link:
+                topic = f"{base}/size/edge"
+                fits = next(n for n in range(2000) if _size(topic, n + 1) > 1000)
+                assert _size(topic, fits) == 1000  # the broker's own count decides below
+                link.publish(topic, b"x" * (fits + 1))
+                link.publish(topic, b"y" * fits)
+                assert await _collect(sub, 1, timeout=5) == [b"y" * fits]
+                await asyncio.sleep(0.3)
+                assert link.connected.is_set()
+        assert (link.refused, link.reconnects) == (1, 1)
+    finally:
+        broker.kill()
+
+
+def _size(topic: str, payload: int) -> int:
+    return publish_size(topic, b"x" * payload, qos=1, v5=True)
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("protocol", [5, 4])
+@pytest.mark.parametrize(("topic", "payload"), [("t", 0), ("a/é/b", 120), ("x" * 300, 20_000)])
+@pytest.mark.parametrize("correlation", [None, b"abc"])
+def test_publish_size_matches_pahos_encoding(
+    qos: int, protocol: int, topic: str, payload: int, correlation: bytes | None
+) -> None:
+    """paho's own encoder is the oracle: the bytes it would put on the wire."""
+    version = paho.MQTTv5 if protocol == 5 else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=version)
+    packets: list[int] = []
+    client._sock = object()  # type: ignore[assignment]  # "connected": it encodes, never sends
+    client._packet_queue = lambda command, packet, *rest: packets.append(len(packet))  # type: ignore[method-assign,assignment]
+    props = None
+    if protocol == 5 and correlation is not None:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.CorrelationData = correlation
+    try:
+        client._send_publish(1, topic.encode(), b"p" * payload, qos, False, False, None, props)
+    finally:
+        client._sock = None
+    v5 = protocol == 5
+    expected = publish_size(
+        topic, b"p" * payload, qos=qos, v5=v5, correlation=correlation if v5 else None
+    )
+    assert packets == [expected]
