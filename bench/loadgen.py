@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from bridge.mqtt import write_from_loop
+from bridge.mqtt_wire import write_from_loop
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 

@@ -1,8 +1,10 @@
 """The MQTT link: will, birth, reconnect, resubscribe, re-assert, publish with v5 properties.
 
-Every use of aiomqtt lives in this module. Publishes are non-blocking: they go into a bounded
-outbox that a drain task hands to paho while connected, in order, with a window of messages
-awaiting their PUBACK (re-queued in order if the connection ends first).
+Every use of aiomqtt lives in this module, `bridge.mqtt_wire` (what the link does at paho's
+level: writing, windows, packet sizes, TLS) and `bridge.mqtt_client` (short-lived clients).
+Publishes are non-blocking: they go to paho at once when nothing waits before them, else into a
+bounded outbox that a drain task hands to paho while connected, in order, with a window of
+messages awaiting their acknowledgement (re-queued in order if the connection ends first).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import logging
 import random
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +26,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttConfig
 from bridge.envelope import dumps
+from bridge.mqtt_wire import (
+    INFLIGHT,
+    close_socket,
+    connect_properties,
+    publish_size,
+    tls_context,
+    window_for,
+    write_from_loop,
+)
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -32,10 +42,6 @@ log = logging.getLogger(__name__)
 ONLINE = dumps({"state": "online"})
 OFFLINE_SHUTDOWN = dumps({"state": "offline", "reason": "shutdown"})
 OFFLINE_LOST = dumps({"state": "offline", "reason": "connection_lost"})
-_INFLIGHT = 256  # QoS 1 publishes awaiting their PUBACK at most
-# MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight
-# (mosquitto 20, HiveMQ 10) and refuse the rest: stay under the smallest common default.
-_QOS2_WINDOW_V311 = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,7 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
         self._paho: Any = None  # paho's client while the drain task runs
-        self._window = _INFLIGHT  # publishes awaiting their acknowledgement at most
+        self._window = INFLIGHT  # publishes awaiting their acknowledgement at most
         self.refused = 0  # messages no broker would take (a wildcard topic, too large)
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5)
         self.connected = asyncio.Event()
@@ -161,7 +167,7 @@ class MqttLink:
             except* aiomqtt.MqttError as group:
                 self._lost(group.exceptions[0])
             finally:
-                _close_socket(client)
+                close_socket(client)
             if not self._stop.is_set():
                 await self._sleep(next(delays))
 
@@ -326,9 +332,6 @@ class MqttLink:
         if not self._outbox and not self._unacked:
             self._idle.set()
 
-    def _window_for(self, connack: Properties | None) -> int:
-        return window_for(self._config.protocol, self._config.qos, connack)
-
     def _properties(self, msg: Outbound) -> Properties | None:
         if msg.correlation_data is None or self._config.protocol != 5:
             return None
@@ -364,7 +367,7 @@ class MqttLink:
             "keepalive": cfg.keepalive,
             "timeout": 10.0,
             "tls_context": tls_context(cfg) if cfg.tls else None,
-            # The drain keeps the window of `_INFLIGHT`; paho's own (0: none) would walk every
+            # The drain keeps the window of `INFLIGHT`; paho's own (0: none) would walk every
             # message in flight on each PUBACK, 22 us per event at 256 in flight.
             "max_inflight_messages": 0,
             # Small MQTT packets (PUBACKs, replies) must not wait ~40 ms for Nagle + delayed ACK.
@@ -372,7 +375,7 @@ class MqttLink:
         }
         if v5:
             kwargs["clean_start"] = cfg.clean_start
-            kwargs["properties"] = _connect_properties(cfg)
+            kwargs["properties"] = connect_properties(cfg)
         else:
             kwargs["clean_session"] = cfg.clean_start
         client = aiomqtt.Client(cfg.host, cfg.port, **kwargs)
@@ -381,7 +384,7 @@ class MqttLink:
 
         def on_connect(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
             connack = args[4] if len(args) > 4 else None
-            self._window = self._window_for(connack)
+            self._window = window_for(self._config.protocol, self._config.qos, connack)
             size = getattr(connack, "MaximumPacketSize", None) if connack is not None else None
             self._max_packet = size if isinstance(size, int) and size > 0 else None
             if aiomqtt_on_connect is not None:
@@ -391,121 +394,8 @@ class MqttLink:
         # aiomqtt logs a warning on every publish while more than this many are unacknowledged
         # (default 10); the drain keeps up to 256 in flight by design, so that was a log record
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
-        client.pending_calls_threshold = _INFLIGHT * 2
+        client.pending_calls_threshold = INFLIGHT * 2
         return client
-
-
-def write_from_loop(client: aiomqtt.Client) -> None:
-    """Once `client` is connected: paho writes from the event loop itself (`_LoopWriter`)."""
-    paho = client._client
-    paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
-
-
-class _LoopWriter:
-    """paho's `on_socket_register_write` once connected: writes from the event loop itself.
-
-    aiomqtt's callback assumes it may run on paho's connect thread, so it registers a writer
-    through `call_soon_threadsafe` for each burst: a self-pipe write and read, two epoll_ctl
-    and two extra passes of the loop per reply. On the loop thread a plain `call_soon` does:
-    everything queued in one pass goes out in one `loop_write`; only when the socket buffer
-    is full does a writer wait for it to drain. On an error, aiomqtt's own callback takes over
-    (its writer hits the same error and ends the connection the usual way).
-    """
-
-    def __init__(self, paho: Any, fallback: Callable[..., None] | None) -> None:
-        self._paho = paho
-        self._fallback = fallback
-        self._loop = asyncio.get_running_loop()
-        self._scheduled = False
-        self._sock: Any = None
-
-    def __call__(self, client: Any, userdata: Any, sock: Any) -> None:
-        self._sock = sock
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        paho = self._paho
-        try:
-            paho.loop_write()
-        except Exception:
-            if self._fallback is not None:
-                self._fallback(paho, None, self._sock)
-            return
-        if paho.want_write() and paho._sock is not None:  # socket buffer full: wait for it
-            self._loop.add_writer(paho._sock.fileno(), self._flush)
-
-
-def publish_size(
-    topic: str, payload: bytes, *, qos: int, v5: bool, correlation: bytes | None = None
-) -> int:
-    """Bytes of the PUBLISH packet for this message (MQTT 3.3), as a broker counts them."""
-    properties = 3 + len(correlation) if correlation is not None else 0  # id, length, data
-    body = 2 + len(topic.encode("utf-8")) + (2 if qos else 0) + len(payload)
-    if v5:
-        body += _varint_size(properties) + properties
-    return 1 + _varint_size(body) + body
-
-
-def _varint_size(value: int) -> int:
-    return 1 if value < 128 else 2 if value < 16_384 else 3 if value < 2_097_152 else 4
-
-
-def window_for(protocol: int, qos: int, connack: Properties | None) -> int:
-    """How many publishes may await their acknowledgement: never more than the broker's
-    Receive Maximum (MQTT 5, 3.3.4: a broker may disconnect a client that sends more; 65,535
-    when it sends none), and for QoS 2 over 3.1.1 a bound brokers commonly keep."""
-    if protocol == 5:
-        peer = getattr(connack, "ReceiveMaximum", None) if connack is not None else None
-        return max(1, min(_INFLIGHT, peer if isinstance(peer, int) else 65_535))
-    return _QOS2_WINDOW_V311 if qos == 2 else _INFLIGHT
-
-
-def _close_socket(client: aiomqtt.Client) -> None:
-    """Close the socket of an attempt that failed or was cancelled before CONNACK.
-
-    aiomqtt leaves it open when waiting for CONNACK times out or is cancelled (e.g. a hung
-    broker that accepts TCP and never answers): one leaked socket per attempt. Paho's own
-    close also unregisters it from the event loop.
-    """
-    paho = client._client
-    paho._sock_close()
-
-
-def _connect_properties(cfg: MqttConfig) -> Properties | None:
-    if not cfg.session_expiry:
-        return None
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = cfg.session_expiry
-    return props
-
-
-def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
-    """TLS for `mqtts://`: CA and client certificate; `tls_insecure` skips verification."""
-    ctx = ssl.create_default_context(cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
-    ctx.sslsocket_class = _ClosingSSLSocket
-    if cfg.tls_cert_file:
-        key = str(cfg.tls_key_file) if cfg.tls_key_file else None
-        ctx.load_cert_chain(str(cfg.tls_cert_file), key)
-    if cfg.tls_insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the handshake fails: paho does not, so every refused attempt (a
-    server certificate that does not verify) would leak a socket until garbage collection."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        """The TLS handshake; the socket is closed if it fails."""
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
 
 
 def inbound(message: aiomqtt.Message) -> Inbound:

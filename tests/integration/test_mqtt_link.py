@@ -19,7 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, MqttLink, publish_size, window_for
+from bridge.mqtt import Inbound, MqttLink
+from bridge.mqtt_wire import publish_size, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker
 
