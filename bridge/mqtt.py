@@ -28,6 +28,7 @@ from bridge.config import MqttConfig
 from bridge.envelope import dumps
 from bridge.mqtt_wire import (
     INFLIGHT,
+    RETAIN_NOT_SUPPORTED,
     close_socket,
     connect_properties,
     publish_size,
@@ -103,6 +104,9 @@ class MqttLink:
         self._window = INFLIGHT  # publishes awaiting their acknowledgement at most
         self.refused = 0  # messages no broker would take (a wildcard topic, too large)
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5)
+        self._retain_available = True  # the broker's Retain Available (MQTT 5)
+        self._will_retain = True  # false once a broker refused a retained will
+        self._warned_retain = False
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.dropped = 0
@@ -159,17 +163,42 @@ class MqttLink:
         delays = backoff(0.2, self._config.reconnect_max_delay)
         while not self._stop.is_set():
             client = self._client()
+            at_once = False
             try:
                 async with client:
                     delays = backoff(0.2, self._config.reconnect_max_delay)
                     await self._serve(client, on_message)
                 return
             except* aiomqtt.MqttError as group:
-                self._lost(group.exceptions[0])
+                at_once = self._retain_refused(group.exceptions[0])  # again, without retain
+                if not at_once:
+                    self._lost(group.exceptions[0])
             finally:
                 close_socket(client)
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not at_once:
                 await self._sleep(next(delays))
+
+    def _retain_refused(self, exc: BaseException) -> bool:
+        """A broker without retained messages refuses a CONNECT whose will is retained, or
+        drops a link that publishes one (MQTT 5 reason 0x9A): from then on the will and the
+        state topics go without retain."""
+        code = getattr(exc, "rc", None) if isinstance(exc, aiomqtt.MqttCodeError) else None
+        refused = int(getattr(code, "value", code) or 0) == RETAIN_NOT_SUPPORTED
+        if not refused or not (self._will_retain or self._retain_available):
+            return False
+        self._will_retain = self._retain_available = False
+        self._no_retain_warning()
+        return True
+
+    def _no_retain_warning(self) -> None:
+        if not self._warned_retain:
+            self._warned_retain = True
+            log.warning(
+                "MQTT broker %s:%d does not support retained messages: state topics and the "
+                "will go without retain, so a late subscriber sees a state only when it changes",
+                self._config.host,
+                self._config.port,
+            )
 
     def _lost(self, exc: BaseException) -> None:
         was_connected = self.connected.is_set()
@@ -283,8 +312,9 @@ class MqttLink:
             self._refuse(msg, f"larger than the broker's maximum packet size ({limit} bytes)")
             return
         try:
+            retain = msg.retain and self._retain_available
             info = paho.publish(
-                msg.topic, msg.payload, self._config.qos, msg.retain, self._properties(msg)
+                msg.topic, msg.payload, self._config.qos, retain, self._properties(msg)
             )
         except ValueError as exc:  # a topic or payload no broker can take: never sendable
             self._refuse(msg, str(exc))
@@ -363,7 +393,7 @@ class MqttLink:
             "username": cfg.username,
             "password": cfg.password.get_secret_value() if cfg.password else None,
             "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            "will": aiomqtt.Will(self._topics.state, OFFLINE_LOST, qos=1, retain=True),
+            "will": aiomqtt.Will(self._topics.state, OFFLINE_LOST, qos=1, retain=self._will_retain),
             "keepalive": cfg.keepalive,
             "timeout": 10.0,
             "tls_context": tls_context(cfg) if cfg.tls else None,
@@ -387,6 +417,9 @@ class MqttLink:
             self._window = window_for(self._config.protocol, self._config.qos, connack)
             size = getattr(connack, "MaximumPacketSize", None) if connack is not None else None
             self._max_packet = size if isinstance(size, int) and size > 0 else None
+            if getattr(connack, "RetainAvailable", 1) == 0:  # once off, off for this process
+                self._retain_available = False
+                self._no_retain_warning()
             if aiomqtt_on_connect is not None:
                 aiomqtt_on_connect(*args)
 

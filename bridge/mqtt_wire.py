@@ -19,6 +19,7 @@ INFLIGHT = 256  # publishes awaiting their acknowledgement at most
 # MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight
 # (mosquitto 20, HiveMQ 10) and refuse the rest: stay under the smallest common default.
 QOS2_WINDOW_V311 = 10
+RETAIN_NOT_SUPPORTED = 0x9A  # MQTT 5 reason code: CONNACK refusing a retained will
 
 
 def write_from_loop(client: aiomqtt.Client) -> None:

@@ -187,3 +187,25 @@ def test_publish_size_matches_pahos_encoding(
         topic, b"p" * payload, qos=qos, v5=v5, correlation=correlation if v5 else None
     )
     assert packets == [expected]
+
+
+async def test_a_broker_without_retained_messages_gets_everything_unretained(
+    tmp_path: Path, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mosquitto with `retain_available false` refuses a retained will (0x9A): without the
+    adaptation the link could never connect."""
+    broker = Broker(tmp_path, extra="retain_available false\n")
+    broker.start()
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as sub:
+            await sub.subscribe(f"{base}/#", qos=1)
+            async with running_link(broker, base) as link:
+                link.set_retained(f"{base}/kept", b"state")
+                payloads = await _collect(sub, 2, timeout=5)  # `online`, then the state
+                await asyncio.sleep(0.3)
+                assert link.connected.is_set()
+        assert payloads == [b'{"state":"online"}', b"state"]
+        assert link.reconnects == 1
+        assert sum("does not support retained" in r.message for r in caplog.records) == 1
+    finally:
+        broker.kill()
