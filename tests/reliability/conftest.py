@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 
 from bridge.emulator import Emulator
 from tests.support import figures
-from tests.support.bridge import mqtt_env
+from tests.support.bridge import BridgeProcess, mqtt_env
 from tests.support.broker import Broker
 from tests.support.cloud import Admin
+from tests.support.mqtt_probe import Probe
 from tests.support.world import World, world_of
 
 SUMMARY = Path(__file__).resolve().parents[2] / ".reliability" / "summary.json"
@@ -85,3 +87,12 @@ def persistent_env(broker: Broker, base: str, emu: Emulator) -> dict[str, str]:
         **emulator_env(emu),
         "TENCENT2MQTT_DESK__ENABLED": "true",
     }
+
+
+async def kill_while_subscribed(probe: Probe, bridge: BridgeProcess) -> None:
+    """Start `bridge`, see it online, SIGKILL it and see its will: its persistent session now
+    queues what is published to it at QoS 1."""
+    bridge.start()
+    await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
+    bridge.signal(signal.SIGKILL)
+    await probe.wait_json("bridge/state", lambda s: s["state"] == "offline", 10)

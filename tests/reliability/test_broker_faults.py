@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.reliability.conftest import calls, persistent_env, until
+from tests.reliability.conftest import calls, kill_while_subscribed, persistent_env, until
 from tests.support import figures
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
@@ -89,10 +88,7 @@ async def test_qos1_commands_queued_while_bridge_is_down_run_once(
         first, second = BridgeProcess(env, tmp_path), BridgeProcess(env, tmp_path)
         try:
             async with Probe(broker.port, base) as probe:
-                first.start()
-                await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
-                first.signal(signal.SIGKILL)
-                await probe.wait_json("bridge/state", lambda s: s["state"] == "offline", 10)
+                await kill_while_subscribed(probe, first)
                 figures.add("faults_injected")
                 for i in range(n):
                     body = {"session_id": sid, "transaction": i}

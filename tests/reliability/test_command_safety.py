@@ -5,7 +5,6 @@ within the window) runs once and is answered with the first run's response."""
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.reliability.conftest import calls, persistent_env, until
+from tests.reliability.conftest import calls, kill_while_subscribed, persistent_env, until
 from tests.support import figures
 from tests.support.bridge import BridgeProcess, running, settings_for
 from tests.support.broker import Broker
@@ -79,10 +78,7 @@ async def test_expired_while_the_bridge_was_down_never_runs(
         first, second = BridgeProcess(env, tmp_path), BridgeProcess(env, tmp_path)
         try:
             async with Probe(broker.port, base) as probe:
-                first.start()
-                await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
-                first.signal(signal.SIGKILL)
-                await probe.wait_json("bridge/state", lambda s: s["state"] == "offline", 10)
+                await kill_while_subscribed(probe, first)
                 body = {"session_id": sid, "transaction": "stale"}
                 await probe.publish(GET, body, properties=_expiry(1))
                 await probe.publish(GET, {"session_id": sid, "transaction": "fresh"})

@@ -66,20 +66,21 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @contextlib.asynccontextmanager
-async def answering(handle: Handler) -> AsyncIterator[str]:
-    """A loopback HTTP server running `handle` per connection; its base URL."""
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+async def answering(handle: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """A loopback HTTP(S) server running `handle` per connection; its base URL."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
     try:
-        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        yield f"{scheme}://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
     finally:
         listener.close()
         await listener.wait_closed()
 
 
 @contextlib.asynccontextmanager
-async def serving(server: KeepAliveServer) -> AsyncIterator[str]:
+async def serving(server: KeepAliveServer, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     try:
-        async with answering(server.handle) as base:
+        async with answering(server.handle, tls) as base:
             yield base
     finally:
         for writer in server.writers:
@@ -151,11 +152,9 @@ async def test_tls_verifies_the_server_and_then_works(make: Make) -> None:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     server = KeepAliveServer()
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_ctx)
-    base = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
-    try:
+    async with serving(server, server_ctx) as base:
         async with make() as http:
             with pytest.raises(UpstreamError) as info:
                 await ivh(http, base).stat_session("s")  # the system store: unknown CA
@@ -167,12 +166,6 @@ async def test_tls_verifies_the_server_and_then_works(make: Make) -> None:
             assert (await ivh(http, base).stat_session("s")).session_status == 1
             assert (await ivh(http, base).stat_session("s")).session_status == 1
         assert (server.requests, server.connections) == (2, 1)  # kept alive over TLS
-    finally:
-        listener.close()
-        for writer in server.writers:
-            writer.close()
-        await listener.wait_closed()
-        await asyncio.sleep(0.01)
 
 
 async def test_a_cancelled_call_leaves_no_connection_to_reuse(make: Make) -> None:
