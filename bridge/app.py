@@ -172,7 +172,7 @@ class App:
             self.homeassistant.publish_all()
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(self.link.run(self.on_message), name="mqtt-link"),
+                tg.create_task(self.link.run(self), name="mqtt-link"),
                 tg.create_task(_supervised("health", self.bridge.run), name="health"),
             ]
             for feature in self.features:
@@ -184,11 +184,15 @@ class App:
             for task in tasks:
                 task.cancel()
 
-    async def on_message(self, msg: Inbound) -> None:
-        """Route one inbound message: Home Assistant's status, else the dispatcher."""
+    def offer(self, msg: Inbound) -> bool:
+        """The link's inbox: Home Assistant's status, else the dispatcher (False: full)."""
         if self.homeassistant is not None and self.homeassistant.handles(msg):
-            return
-        await self.dispatcher.submit(msg)
+            return True
+        return self.dispatcher.offer(msg)
+
+    async def room(self) -> None:
+        """Return once the dispatcher can take a message."""
+        await self.dispatcher.room()
 
     def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """Optional tasks: the HTTP endpoint, Home Assistant's stale-device sweep."""

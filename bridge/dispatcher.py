@@ -56,7 +56,7 @@ class Dispatcher:
         self._emitter = emitter
         self._topics = topics
         self._config = config
-        self._slots = asyncio.Semaphore(config.max_inflight)
+        self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dedup = Deduplicator(config.dedup_window)
         self._closing = False
@@ -67,24 +67,30 @@ class Dispatcher:
         """Actions running now."""
         return len(self._tasks)
 
-    async def submit(self, msg: Inbound) -> None:
-        """Handle one inbound message (the MQTT link awaits this: backpressure when full)."""
+    def offer(self, msg: Inbound) -> bool:
+        """Handle one inbound message now; False while `max_inflight` actions run (the MQTT
+        link then awaits `room()` and offers it again: backpressure, in arrival order)."""
+        if len(self._tasks) >= self._config.max_inflight:
+            return False
         try:
-            await self._slots.acquire()
             job = self._prepare(msg)
-            if job is None:
-                self._slots.release()
-                return
-            task = asyncio.create_task(self._run(job), name=f"action:{job.ctx.action}")
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+            if job is not None:
+                task = asyncio.create_task(self._run(job), name=f"action:{job.ctx.action}")
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
         except Exception:  # the bridge never crashes on input
             log.exception("unexpected error handling a message on %s", msg.topic)
-            self._slots.release()
+        return True
+
+    async def room(self) -> None:
+        """Return once an action slot is free."""
+        while len(self._tasks) >= self._config.max_inflight:
+            self._room.clear()
+            await self._room.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        self._room.set()
 
     def _prepare(self, msg: Inbound) -> _Job | None:
         route = self._topics.parse(msg.topic)

@@ -1,5 +1,5 @@
-"""The MQTT link's write path against a real mosquitto: a broker that stops reading, the
-broker's Receive Maximum, messages no broker takes, and close()."""
+"""The MQTT link against a real mosquitto: its write path (a broker that stops reading, the
+broker's Receive Maximum, messages no broker takes, close()) and its inbox (backpressure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, MqttLink
+from bridge.mqtt import Inbound, Inbox, MqttLink
 from bridge.mqtt_wire import publish_size, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker
@@ -27,16 +27,48 @@ from tests.support.broker import Broker
 SIZE = 64 * 1024  # 256 in flight of these is far more than both socket buffers hold
 
 
-async def _ignore(_: Inbound) -> None:
-    return None
+class _Ignore:
+    """An inbox that takes everything and does nothing with it."""
+
+    def offer(self, _: Inbound) -> bool:
+        return True
+
+    async def room(self) -> None:
+        return None
+
+
+class _OneAtATime:
+    """An inbox that holds one message until `release()`: full meanwhile."""
+
+    def __init__(self) -> None:
+        self.taken: list[Inbound] = []
+        self.held = False
+        self._free = asyncio.Event()
+
+    def offer(self, msg: Inbound) -> bool:
+        if self.held:
+            return False
+        self.taken.append(msg)
+        self.held = True
+        self._free.clear()
+        return True
+
+    async def room(self) -> None:
+        await self._free.wait()
+
+    def release(self) -> None:
+        self.held = False
+        self._free.set()
 
 
 @contextlib.asynccontextmanager
-async def running_link(broker: Broker, base: str, **mqtt: Any) -> AsyncIterator[MqttLink]:
+async def running_link(
+    broker: Broker, base: str, inbox: Inbox | None = None, **mqtt: Any
+) -> AsyncIterator[MqttLink]:
     """A connected link on `broker`; closed (bounded) and its task awaited at the end."""
     config = MqttConfig(url=broker.url, base_topic=base, **mqtt)
     link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
-    runner = asyncio.create_task(link.run(_ignore))
+    runner = asyncio.create_task(link.run(inbox or _Ignore()))
     try:
         await asyncio.wait_for(link.connected.wait(), 10)
         yield link
@@ -82,6 +114,44 @@ async def test_a_stalled_broker_gets_every_message_once_in_order(
             payloads = await _collect(sub, 400)
     assert all(len(p) == SIZE for p in payloads)
     assert [int.from_bytes(p[:4], "big") for p in payloads] == list(range(400))
+
+
+async def test_a_full_inbox_gets_every_message_once_in_order(own_broker: Broker, base: str) -> None:
+    """What arrives while the inbox is full waits in the link and is offered oldest first,
+    with the MQTT 5 properties the dispatcher needs."""
+    inbox = _OneAtATime()
+    async with running_link(own_broker, base, inbox) as link:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.CorrelationData = b"c"
+        props.ResponseTopic = f"{base}/replies"
+        v5 = aiomqtt.ProtocolVersion.V5
+        async with aiomqtt.Client("127.0.0.1", own_broker.port, protocol=v5) as pub:
+
+            async def send(i: int) -> None:
+                await pub.publish(f"{base}/bridge/request/x/{i}", b"%d" % i, 1, properties=props)
+
+            for i in range(20):
+                await send(i)
+            await _until(lambda: link.inbound_waiting == 19)
+            inbox.held = False  # room again, but the waiting ones go first: not this one
+            await send(20)
+            await _until(lambda: len(inbox.taken) + link.inbound_waiting == 21)
+        async with asyncio.timeout(10):
+            while len(inbox.taken) < 21:
+                inbox.release()
+                await asyncio.sleep(0.001)
+        assert link.connected.is_set()
+    assert [m.topic.rsplit("/", 1)[1] for m in inbox.taken] == [str(i) for i in range(21)]
+    assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(21)]
+    assert {(m.qos, m.correlation_data, m.response_topic) for m in inbox.taken} == {
+        (1, b"c", f"{base}/replies")
+    }
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
 
 
 async def test_close_waits_for_the_puback_of_what_was_sent(own_broker: Broker, base: str) -> None:
