@@ -81,7 +81,6 @@ class MqttRequester:
         self._client = mqtt_client(port, "req")
         self._pending: dict[int, float] = {}
         self._ids = itertools.count(1)
-        self._task: asyncio.Task[None] | None = None
         self.outcome = Outcome()
         self.on_message: Callable[[str, Any, float], None] | None = None
         self._last_rx = 0.0
@@ -89,14 +88,11 @@ class MqttRequester:
     async def __aenter__(self) -> MqttRequester:
         await self._client.__aenter__()
         write_from_loop(self._client)  # as the bridge does: no self-pipe write per publish
+        self._client._client.on_message = self._arrived  # as the bridge does: no queue, no task
         await self._client.subscribe(f"{self.base}/bridge/response/#", qos=1)
-        self._task = asyncio.create_task(self._collect(), name="bench-responses")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
         await self._client.__aexit__(None, None, None)
 
     @property
@@ -123,23 +119,21 @@ class MqttRequester:
         """paho's non-blocking publish (aiomqtt's `publish` would await each PUBACK)."""
         self._client._client.publish(topic, body, qos=self.qos)
 
-    async def _collect(self) -> None:
-        async for message in self._client.messages:
-            now = self._last_rx = time.perf_counter()
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                continue
-            body = json.loads(payload)
-            if self.on_message is not None:
-                self.on_message(message.topic.value, body, now)
-            sent = self._pending.pop(body.get("transaction"), None)
-            if sent is None:
-                continue
-            if body.get("status") == "ok":
-                self.outcome.latencies.append(now - sent)
-                self.outcome.inner.append(float(body.get("elapsed_ms", 0)) / 1000)
-            else:
-                self.outcome.error(str(body.get("error", {}).get("code")))
+    def _arrived(self, *args: Any) -> None:
+        """paho's on_message (client, userdata, message), called as the socket is read."""
+        now = self._last_rx = time.perf_counter()
+        message = args[2]
+        body = json.loads(message.payload)
+        if self.on_message is not None:
+            self.on_message(message.topic, body, now)
+        sent = self._pending.pop(body.get("transaction"), None)
+        if sent is None:
+            return
+        if body.get("status") == "ok":
+            self.outcome.latencies.append(now - sent)
+            self.outcome.inner.append(float(body.get("elapsed_ms", 0)) / 1000)
+        else:
+            self.outcome.error(str(body.get("error", {}).get("code")))
 
     async def settle(self, timeout: float) -> None:
         """Wait until every request sent is answered, or `timeout` seconds."""

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Generator, Mapping
+from functools import lru_cache
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -34,10 +35,22 @@ def ivh_signature(params: Mapping[str, str], access_token: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+@lru_cache(maxsize=256)
+def url_quote(text: str) -> str:
+    """`quote(text, safe='')`, remembered: the same names, keys and UserSig go into every query,
+    and a UserSig's `*`s send it down quote's slow path (30 us of each Desk call otherwise)."""
+    return quote(text, safe="")
+
+
+def query_string(params: Mapping[str, str]) -> str:
+    """`name=value` pairs, in order, each side URL-encoded with `quote(safe='')`."""
+    return "&".join(f"{url_quote(name)}={url_quote(value)}" for name, value in params.items())
+
+
 def signed_query(params: Mapping[str, str], access_token: str) -> str:
     """The query string of `params` plus their URL-encoded `signature`."""
     signature = ivh_signature(params, access_token)
-    pairs = [f"{quote(name, safe='')}={quote(params[name], safe='')}" for name in sorted(params)]
+    pairs = [f"{url_quote(name)}={url_quote(params[name])}" for name in sorted(params)]
     pairs.append(f"signature={quote(signature, safe='')}")
     return "&".join(pairs)
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -21,7 +20,7 @@ from bridge.tencent.codes import CodeInfo, http_status_info
 from bridge.tencent.lean import LeanClient
 from bridge.tencent.observe import CallObserver, CallRecord, Service, notify
 from bridge.tencent.retry import RetryPolicy, call_with_retry
-from bridge.tencent.signing import IvhAuth
+from bridge.tencent.signing import IvhAuth, query_string
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ async def post(
     ctx.requests += 1
     try:
         if isinstance(http, LeanClient) and (auth is None or isinstance(auth, IvhAuth)):
-            query = auth.query(params or {}) if auth else urlencode(params or {}, quote_via=quote)
+            query = auth.query(params or {}) if auth else query_string(params or {})
             status, raw = await http.post_bytes(url, query, content, JSON_HEADERS)
             return Reply(status, _json_bytes(raw))
         how = auth if auth is not None else httpx.USE_CLIENT_DEFAULT

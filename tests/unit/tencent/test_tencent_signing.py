@@ -6,10 +6,12 @@ import base64
 import hashlib
 import hmac
 import time
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.tencent.signing import (
     IvhAuth,
@@ -17,6 +19,7 @@ from bridge.tencent.signing import (
     default_channel_url,
     ivh_query,
     ivh_signature,
+    query_string,
     signing_content,
 )
 
@@ -127,3 +130,11 @@ def test_auth_repr_hides_the_token() -> None:
     auth = IvhAuth(appkey="k", access_token=VECTOR_TOKEN)
     assert VECTOR_TOKEN not in repr(auth)
     assert VECTOR_TOKEN not in str(auth)
+
+
+@given(st.dictionaries(st.text(), st.text(), max_size=6))
+def test_query_string_encodes_as_urlencode_does(params: dict[str, str]) -> None:
+    """Its cache changes nothing: the standard library's encoding, every time."""
+    expected = urlencode(params, quote_via=quote)
+    assert query_string(params) == expected
+    assert query_string(params) == expected
