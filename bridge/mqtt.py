@@ -31,6 +31,7 @@ from bridge.mqtt_wire import (
     RETAIN_NOT_SUPPORTED,
     close_socket,
     connect_properties,
+    no_topic_callbacks,
     publish_size,
     tls_context,
     window_for,
@@ -464,6 +465,7 @@ class MqttLink:
 
         paho.on_connect = on_connect
         paho.on_message = self._arrived
+        no_topic_callbacks(client)
         # aiomqtt logs a warning on every publish while more than this many are unacknowledged
         # (default 10); the drain keeps up to 256 in flight by design, so that was a log record
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.

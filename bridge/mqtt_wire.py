@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,6 +27,20 @@ def write_from_loop(client: aiomqtt.Client) -> None:
     """Once `client` is connected: paho writes from the event loop itself (`_LoopWriter`)."""
     paho = client._client
     paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
+
+
+def no_topic_callbacks(client: aiomqtt.Client) -> None:
+    """paho looks up per-topic callbacks for every message it receives; the link registers
+    none. The lookup builds a recursive closure, a reference cycle per message, so a young
+    collection found ~28,000 such objects each time and paused the bridge for ~34 ms."""
+    client._client._on_message_filtered = _NoTopicCallbacks()  # type: ignore[no-untyped-call]
+
+
+class _NoTopicCallbacks(MQTTMatcher):
+    """A matcher that matches nothing, without building anything."""
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        return iter(())
 
 
 class _LoopWriter:

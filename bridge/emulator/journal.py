@@ -118,10 +118,13 @@ class JournalMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         # The server's own send callable knows the transport; the fault injector may abort it.
         state["emulator_transport_owner"] = getattr(send, "__self__", None)
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, self._ws_send(scope, send))
-        else:
-            await self._http(scope, receive, send)
+        try:
+            if scope["type"] == "websocket":
+                await self.app(scope, receive, self._ws_send(scope, send))
+            else:
+                await self._http(scope, receive, send)
+        finally:  # the owner holds the scope: a cycle per call, left to the collector's pauses
+            del state["emulator_transport_owner"]
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()

@@ -11,6 +11,7 @@ import pytest
 from bridge.emulator import Emulator
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import desk
+from tests.support.garbage import cyclic_garbage, named
 
 
 async def _session(client: httpx.AsyncClient, **body: Any) -> str:
@@ -200,3 +201,15 @@ async def test_admin_desk_errors(client: httpx.AsyncClient) -> None:
     ).status_code == 404
     assert (await client.delete("/emulator/desk/sessions/none")).status_code == 404
     assert (await client.get("/emulator/desk/sessions/none/messages")).status_code == 404
+
+
+async def test_a_call_leaves_no_reference_cycle_in_the_server(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """uvicorn's per-request object held in the scope it holds: one cycle per call, which the
+    collector freed in 60 ms pauses under load."""
+    sid = await _session(client)
+    with cyclic_garbage() as garbage:
+        for _ in range(5):
+            await desk(client, emu, "get_session_state", {"SessionId": sid})
+    assert named(garbage, "RequestResponseCycle") == []

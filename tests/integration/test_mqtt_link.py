@@ -23,6 +23,7 @@ from bridge.mqtt import Inbound, Inbox, MqttLink
 from bridge.mqtt_wire import publish_size, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker
+from tests.support.garbage import cyclic_garbage, named
 
 SIZE = 64 * 1024  # 256 in flight of these is far more than both socket buffers hold
 
@@ -146,6 +147,20 @@ async def test_a_full_inbox_gets_every_message_once_in_order(own_broker: Broker,
     assert {(m.qos, m.correlation_data, m.response_topic) for m in inbox.taken} == {
         (1, b"c", f"{base}/replies")
     }
+
+
+async def test_receiving_makes_no_reference_cycles(own_broker: Broker, base: str) -> None:
+    """paho's per-topic callback lookup built a self-referencing closure per message."""
+    inbox = _OneAtATime()
+    pub = aiomqtt.Client("127.0.0.1", own_broker.port)
+    async with running_link(own_broker, base, inbox), pub:
+        with cyclic_garbage() as garbage:
+            for i in range(20):
+                await pub.publish(f"{base}/bridge/request/x/{i}", b"{}", 1)
+                await _until(lambda: bool(inbox.taken))
+                inbox.release()
+                inbox.taken.clear()
+    assert named(garbage, "iter_match.<locals>.rec") == []
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
