@@ -158,6 +158,7 @@ class App:
                 "outbox_depth": self.link.outbox_depth,
                 "dropped": self.link.dropped,
                 "refused": self.link.refused,
+                "inbound_waiting": self.link.inbound_waiting,
             },
             "actions_inflight": self.dispatcher.inflight if hasattr(self, "dispatcher") else 0,
         }

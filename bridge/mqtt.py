@@ -34,6 +34,7 @@ from bridge.mqtt_wire import (
     no_topic_callbacks,
     publish_size,
     tls_context,
+    until_disconnected,
     window_for,
     write_from_loop,
 )
@@ -178,6 +179,18 @@ class MqttLink:
     async def run(self, inbox: Inbox) -> None:
         """Connect, serve and reconnect until `close()`; inbound messages go to `inbox`."""
         self._inbox = inbox
+        async with asyncio.TaskGroup() as tg:
+            # One pump for the link's life: what waits for room is offered, connected or not.
+            pump = tg.create_task(self._pump(inbox), name="mqtt-inbound")
+            try:
+                await self._connections()
+            finally:
+                pump.cancel()
+        if self._backlog:  # acknowledged to the broker, never handled: say so
+            log.warning("MQTT: %d received messages not handled at shutdown", len(self._backlog))
+            self._backlog.clear()
+
+    async def _connections(self) -> None:
         delays = backoff(0.2, self._config.reconnect_max_delay)
         while not self._stop.is_set():
             client = self._client()
@@ -185,7 +198,7 @@ class MqttLink:
             try:
                 async with client:
                     delays = backoff(0.2, self._config.reconnect_max_delay)
-                    await self._serve(client, inbox)
+                    await self._serve(client)
                 return
             except* aiomqtt.MqttError as group:
                 at_once = self._retain_refused(group.exceptions[0])  # again, without retain
@@ -235,12 +248,12 @@ class MqttLink:
         except TimeoutError:
             return
 
-    async def _serve(self, client: aiomqtt.Client, inbox: Inbox) -> None:
+    async def _serve(self, client: aiomqtt.Client) -> None:
         await self._subscribe(client)
         self._birth()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._pump(inbox), name="mqtt-inbound")
+                tg.create_task(until_disconnected(client), name="mqtt-connection")
                 tg.create_task(self._drain(client), name="mqtt-outbound")
                 tg.create_task(self._watch_stop(), name="mqtt-stop")
         except* _Stop:
@@ -301,8 +314,18 @@ class MqttLink:
                 await self._backlogged.wait()
                 continue
             await inbox.room()
-            while self._backlog and inbox.offer(self._backlog[0]):
-                self._backlog.popleft()
+            while self._backlog and self._offer_oldest(inbox):
+                pass
+
+    def _offer_oldest(self, inbox: Inbox) -> bool:
+        try:
+            taken = inbox.offer(self._backlog[0])
+        except Exception:  # as in `_arrived`: logged and passed over, never a stuck link
+            log.exception("MQTT: cannot take an inbound message")
+            taken = True
+        if taken:
+            self._backlog.popleft()
+        return taken
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Send the outbox in order, up to `_window` messages awaiting their acknowledgement.

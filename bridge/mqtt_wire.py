@@ -29,6 +29,15 @@ def write_from_loop(client: aiomqtt.Client) -> None:
     paho.on_socket_register_write = _LoopWriter(paho, paho.on_socket_register_write)
 
 
+async def until_disconnected(client: aiomqtt.Client) -> None:
+    """Wait for the connection to end, then raise why (an `aiomqtt.MqttError`), as aiomqtt's
+    message iterator does; the link takes messages from paho's callback instead."""
+    ended = client._disconnected
+    await asyncio.wait([ended])  # not `await ended`: cancelling this must not cancel it
+    exc = ended.exception()
+    raise exc if isinstance(exc, aiomqtt.MqttError) else aiomqtt.MqttError("disconnected")
+
+
 def no_topic_callbacks(client: aiomqtt.Client) -> None:
     """paho looks up per-topic callbacks for every message it receives; the link registers
     none. The lookup builds a recursive closure, a reference cycle per message, so a young

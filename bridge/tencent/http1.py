@@ -20,7 +20,7 @@ _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # a bare LF ends lines too, as RFC 9112 2.2 allows
 _LINE_END = re.compile(rb"\r?\n")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;.*)?")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})[\t ]*(?:;.*)?")
 
 
 class ProtocolError(Exception):
@@ -107,7 +107,7 @@ class ResponseParser:
         lines = _LINE_END.split(bytes(self._buf[: end.start()]))
         del self._buf[: end.end()]
         minor, status, reason = _status_line(lines[0])
-        headers = [_field(line) for line in lines[1:]]
+        headers = [_field(line) for line in _unfolded(lines[1:])]
         if 100 <= status < 200:
             if status == 101:
                 raise ProtocolError("unexpected 101 Switching Protocols")
@@ -123,9 +123,11 @@ class ResponseParser:
         if self._head_request or status in (204, 304):
             self._length = 0
         elif encodings:
-            if encodings[-1] != b"chunked" or encodings.count(b"chunked") > 1:
+            if encodings != [b"chunked"]:  # a coding under chunked would reach JSON undecoded
                 raise ProtocolError("unsupported Transfer-Encoding")
             self._chunked = True
+            if any(name.lower() == b"content-length" for name, _ in headers):
+                self._reusable = False  # RFC 9112 6.3: a smuggling risk; not kept
             self._length = 0  # chunked: the size still to come in this chunk
         else:
             self._length = _content_length(headers)
@@ -179,6 +181,19 @@ def _status_line(line: bytes) -> tuple[int, int, bytes]:
     return int(match.group(1)), int(match.group(2)), match.group(3) or b""
 
 
+def _unfolded(lines: list[bytes]) -> list[bytes]:
+    """Obsolete line folding (RFC 9112 5.2) replaced by a space, as h11 does."""
+    out: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not out:
+                raise ProtocolError("a folded line before any header field")
+            out[-1] += b" " + line.strip(b" \t")
+        else:
+            out.append(line)
+    return out
+
+
 def _field(line: bytes) -> tuple[bytes, bytes]:
     name, colon, value = line.partition(b":")
     if not colon or _TOKEN.fullmatch(name) is None:
@@ -199,7 +214,13 @@ def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    values = set(_values(headers, b"content-length"))
+    """Its value; repeated or listed values must all be the same number (RFC 9110 8.6)."""
+    values = {
+        item.strip(b" \t")
+        for name, value in headers
+        if name.lower() == b"content-length"
+        for item in value.split(b",")
+    }
     if not values:
         return None
     if len(values) > 1 or not all(v.isdigit() for v in values):

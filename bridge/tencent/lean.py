@@ -55,6 +55,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = False
+        self._last = False
         self._parser: ResponseParser | None = None
         self._answer: asyncio.Future[Response] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -70,14 +71,25 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def send(self, data: bytes, head_request: bool) -> asyncio.Future[Response]:
-        """Write one request; the future of its response."""
+    def send(self, data: bytes, *, head_request: bool, last: bool) -> asyncio.Future[Response]:
+        """Write one request (`last`: it said `Connection: close`); its response's future."""
         assert self.transport is not None
         self.reusable = False  # until its response is whole
+        self._last = last
         self._parser = ResponseParser(head_request=head_request)
         self._answer = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._answer
+
+    def abandon(self) -> None:
+        """The caller gave up on this exchange: its answer, if any, is never read."""
+        answer = self._answer
+        if answer is not None:
+            if not answer.done():
+                answer.cancel()
+            elif not answer.cancelled():
+                answer.exception()  # seen: no "never retrieved" log
+        self._parser = self._answer = None
 
     async def drain(self) -> None:
         """Until the transport's buffer is below its high-water mark again."""
@@ -108,7 +120,8 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if response is not None:
-            self.reusable = response.reusable and not parser.leftover
+            self.reusable = response.reusable and not parser.leftover and not self._last
+            self._parser = self._answer = None  # more bytes now: out of turn
             answer.set_result(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -199,6 +212,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await _drain(conn, timeouts.get("write"), request)
             response = await _receive(answer, timeouts.get("read"), request)
         except BaseException:
+            conn.abandon()
             self._drop(conn)  # its state is unknown: never reused
             raise
         self._checkin(origin, conn)
@@ -286,7 +300,11 @@ def _send(conn: _Connection, wire: Wire, request: httpx.Request | None) -> async
     except ValueError as exc:
         raise httpx.LocalProtocolError(str(exc), request=request) from exc
     try:
-        return conn.send(data, head_request=wire.method == b"HEAD")
+        last = any(
+            name.lower() == b"connection" and b"close" in value.lower()
+            for name, value in wire.headers
+        )
+        return conn.send(data, head_request=wire.method == b"HEAD", last=last)
     except OSError as exc:
         raise httpx.WriteError(f"write failed: {type(exc).__name__}", request=request) from exc
 

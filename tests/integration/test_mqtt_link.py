@@ -149,6 +149,27 @@ async def test_a_full_inbox_gets_every_message_once_in_order(own_broker: Broker,
     }
 
 
+async def test_what_waits_for_room_is_offered_while_the_broker_is_down(
+    own_broker: Broker, base: str
+) -> None:
+    """The messages were acknowledged to the broker: they must not wait for a reconnect."""
+    inbox = _OneAtATime()
+    pub = aiomqtt.Client("127.0.0.1", own_broker.port)
+    async with running_link(own_broker, base, inbox) as link:
+        async with pub:
+            for i in range(5):
+                await pub.publish(f"{base}/bridge/request/x/{i}", b"%d" % i, 1)
+        await _until(lambda: link.inbound_waiting == 4)
+        own_broker.kill()
+        await _until(lambda: not link.connected.is_set())
+        async with asyncio.timeout(5):
+            while len(inbox.taken) < 5:
+                inbox.release()
+                await asyncio.sleep(0.001)
+        assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(5)]
+        assert not link.connected.is_set()
+
+
 async def test_receiving_makes_no_reference_cycles(own_broker: Broker, base: str) -> None:
     """paho's per-topic callback lookup built a self-referencing closure per message."""
     inbox = _OneAtATime()

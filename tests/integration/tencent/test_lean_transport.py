@@ -127,6 +127,15 @@ async def test_a_connection_the_server_closed_is_not_reused(make: Make) -> None:
     assert (server.requests, server.connections) == (3, 3)
 
 
+async def test_a_request_that_says_connection_close_is_not_reused() -> None:
+    server = KeepAliveServer()
+    async with serving(server) as base, _httpx_client() as http:
+        for _ in range(2):
+            reply = await http.post(base + "/x", content=b"{}", headers={"Connection": "close"})
+            assert reply.content == BODY
+    assert (server.connections, server.requests) == (2, 2)
+
+
 async def test_concurrent_calls_open_their_own_connections(make: Make) -> None:
     server = KeepAliveServer()
     async with serving(server) as base, make() as http:

@@ -135,6 +135,10 @@ def test_a_head_answer_has_no_body_whatever_its_length() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nxx\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2,\r\n\r\nxx",
+        b"HTTP/1.1 200 OK\r\n X: folded first\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxxx\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxx\r\n",
@@ -156,6 +160,26 @@ def test_malformed_responses_are_refused_as_h11_refuses_them(wire: bytes) -> Non
 def test_bare_lf_line_ends_in_the_head_as_h11_takes_them() -> None:
     wire = b"HTTP/1.1 200 OK\nContent-Length: 2\r\nX: y\n\nok"
     assert ours([wire])[0] == h11_parse(wire)
+
+
+def test_folded_header_lines_are_joined_as_h11_joins_them() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nX: a\r\n  b\r\n\tc\r\nContent-Length: 0\r\n\r\n"
+    assert ours([wire])[0] == h11_parse(wire)
+    assert ours([wire])[0].headers[0] == (b"X", b"a b c")
+
+
+def test_a_zero_padded_chunk_size_is_taken() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s2\r\nok\r\n0\r\n\r\n"
+    padded = wire % (b"0" * 18)
+    assert ours([padded])[0] == h11_parse(padded)
+
+
+def test_chunked_with_a_content_length_is_read_chunked_but_not_kept() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
+    wire += b"2\r\nok\r\n0\r\n\r\n"
+    parsed, reusable = ours([wire])
+    assert parsed == h11_parse(wire) and parsed.body == b"ok"
+    assert not reusable
 
 
 def test_whitespace_before_a_chunk_extension_is_taken() -> None:
