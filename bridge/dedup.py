@@ -4,6 +4,7 @@ within a window, answering it with the first one's response instead (issue 7, SP
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,22 +17,19 @@ Reply = Callable[["RequestContext", "dict[str, Any] | None"], None]
 _MAX_ENTRIES = 20_000  # at ~1 kB an answer: a bound of ~20 MB, whatever the window
 
 
-class _Entry:
-    __slots__ = ("done", "envelope", "expires", "waiters")
-
-    def __init__(self, expires: float) -> None:
-        self.expires = expires
-        self.done = False
-        self.envelope: dict[str, Any] | None = None
-        self.waiters: list[RequestContext] = []
-
-
 class Deduplicator:
-    """Remembers recent requests that carried a transaction or correlation data."""
+    """Remembers recent requests that carried a transaction or correlation data.
+
+    What it keeps is bytes and floats in three dicts, nothing the garbage collector tracks:
+    an object per remembered request (20,000 of them at 1,000 requests/s) made every young
+    collection walk them all, 20 ms pauses under load.
+    """
 
     def __init__(self, window: float) -> None:
         self._window = window
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._expires: OrderedDict[bytes, float] = OrderedDict()  # oldest first
+        self._answers: dict[bytes, bytes | None] = {}  # the serialised reply, once there is one
+        self._waiters: dict[bytes, list[RequestContext]] = {}  # duplicates awaiting it
         self._reply: Reply | None = None
 
     def _key(self, ctx: RequestContext) -> bytes | None:
@@ -49,44 +47,42 @@ class Deduplicator:
             return False
         now = time.monotonic()
         self._expire(now)
-        if key in self._entries:
+        if key in self._expires:
             return True
-        self._entries[key] = _Entry(now + self._window)
+        self._expires[key] = now + self._window
         return False
 
     def follow(self, ctx: RequestContext, reply: Reply) -> None:
         """Answer a duplicate with the first request's response (now, or when it arrives)."""
         key = self._key(ctx)
-        entry = self._entries.get(key) if key else None
-        if entry is None:
+        if key is None or key not in self._expires:
             return
         self._reply = reply
-        if entry.done:
-            reply(ctx, _as_duplicate(entry.envelope, ctx))
+        if key in self._answers:
+            reply(ctx, _as_duplicate(self._answers[key], ctx))
         else:
-            entry.waiters.append(ctx)
+            self._waiters.setdefault(key, []).append(ctx)
 
-    def finish(self, ctx: RequestContext, envelope: dict[str, Any] | None) -> None:
-        """Record the response of a remembered request and answer its waiting duplicates."""
+    def finish(self, ctx: RequestContext, body: bytes | None) -> None:
+        """Record the serialised response of a remembered request (None: it had none) and
+        answer its waiting duplicates."""
         key = self._key(ctx)
-        entry = self._entries.get(key) if key else None
-        if entry is None or entry.done:
+        if key is None or key not in self._expires or key in self._answers:
             return
-        entry.done, entry.envelope = True, envelope
-        waiters, entry.waiters = entry.waiters, []
-        for waiter in waiters:
+        self._answers[key] = body
+        for waiter in self._waiters.pop(key, []):
             if self._reply is not None:
-                self._reply(waiter, _as_duplicate(envelope, waiter))
+                self._reply(waiter, _as_duplicate(body, waiter))
 
     def _expire(self, now: float) -> None:
-        entries = self._entries
-        while entries and (
-            len(entries) > _MAX_ENTRIES or next(iter(entries.values())).expires < now
-        ):
-            entries.popitem(last=False)
+        expires = self._expires
+        while expires and (len(expires) > _MAX_ENTRIES or next(iter(expires.values())) < now):
+            key, _ = expires.popitem(last=False)
+            self._answers.pop(key, None)
+            self._waiters.pop(key, None)
 
 
-def _as_duplicate(envelope: dict[str, Any] | None, ctx: RequestContext) -> dict[str, Any] | None:
-    if envelope is None:
+def _as_duplicate(body: bytes | None, ctx: RequestContext) -> dict[str, Any] | None:
+    if body is None:
         return None
-    return {**envelope, "transaction": ctx.transaction, "duplicate": True}
+    return {**json.loads(body), "transaction": ctx.transaction, "duplicate": True}

@@ -176,11 +176,10 @@ class Dispatcher:
         self._publish_reply(ctx, envelope)
 
     def _publish_reply(self, ctx: RequestContext, envelope: dict[str, Any] | None) -> None:
-        self._dedup.finish(ctx, envelope)
-        if envelope is not None:
-            self._publisher.publish(
-                ctx.reply_topic, dumps(envelope), correlation_data=ctx.correlation_data
-            )
+        body = None if envelope is None else dumps(envelope)
+        self._dedup.finish(ctx, body)
+        if body is not None:
+            self._publisher.publish(ctx.reply_topic, body, correlation_data=ctx.correlation_data)
 
     def _bad_route(self, msg: Inbound, route: BadRoute) -> None:
         if route.action is None:
