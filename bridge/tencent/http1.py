@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 MAX_HEAD = 64 * 1024  # status line and header fields together
+MAX_BODY = 64 * 1024 * 1024  # no Tencent answer comes near it: a runaway one is refused
 _MAX_CHUNK_LINE = 4096
 _STATUS = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t \x21-\x7e\x80-\xff]*))?")
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
@@ -71,6 +72,8 @@ class ResponseParser:
     def feed(self, data: bytes) -> Response | None:
         """Take more bytes; the response if it is complete now (raises `ProtocolError`)."""
         self._buf += data
+        if len(self._buf) + len(self._body) > MAX_HEAD + MAX_BODY:
+            raise ProtocolError(f"response larger than {MAX_BODY} bytes")
         while self._head is None:
             if not self._read_head():
                 return None
@@ -131,6 +134,8 @@ class ResponseParser:
             self._length = 0  # chunked: the size still to come in this chunk
         else:
             self._length = _content_length(headers)
+            if self._length is not None and self._length > MAX_BODY:
+                raise ProtocolError(f"response body of {self._length} bytes")
             if self._length is None:
                 self._reusable = False  # the body ends when the connection does
 

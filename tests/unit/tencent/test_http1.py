@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.tencent import http1
 from bridge.tencent.http1 import ProtocolError, Response, ResponseParser, request_bytes
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!#", min_size=1)
@@ -192,6 +193,26 @@ def test_a_huge_head_is_refused() -> None:
     parser = ResponseParser()
     with pytest.raises(ProtocolError, match="too large"):
         parser.feed(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20_000)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1001\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 2000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"10\r\n0123456789abcdef\r\n" * 100,
+    ],
+)
+def test_a_runaway_body_is_refused_not_buffered(
+    wire: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY", 1000)
+    monkeypatch.setattr(http1, "MAX_HEAD", 100)
+    parser = ResponseParser()
+    with pytest.raises(ProtocolError, match="bytes"):
+        for at in range(0, len(wire), 64):
+            parser.feed(wire[at : at + 64])
 
 
 def test_bytes_after_the_response_make_the_connection_unusable() -> None:
