@@ -82,7 +82,12 @@ class App:
         self.topics = Topics(settings.mqtt.base_topic)
         self.metrics = Metrics()
         self.ownership = Ownership(settings.mqtt.effective_client_id())
-        self.link = MqttLink(settings.mqtt, self.topics, subscriptions=self._subscriptions())
+        self.link = MqttLink(
+            settings.mqtt,
+            self.topics,
+            subscriptions=self._subscriptions(),
+            waiting=10 * settings.bridge.max_inflight,
+        )
         self.emitter = Emitter(self.link, self.topics)
         self.registry = Registry()
         self.bridge = BridgeFeature(
@@ -194,6 +199,12 @@ class App:
     async def room(self) -> None:
         """Return once the dispatcher can take a message."""
         await self.dispatcher.room()
+
+    def refuse(self, msg: Inbound) -> None:
+        """Too many wait: Home Assistant's status is cheap to take, commands are refused."""
+        if self.homeassistant is not None and self.homeassistant.handles(msg):
+            return
+        self.dispatcher.refuse(msg)
 
     def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """Optional tasks: the HTTP endpoint, Home Assistant's stale-device sweep."""

@@ -88,6 +88,22 @@ class Dispatcher:
             self._room.clear()
             await self._room.wait()
 
+    def refuse(self, msg: Inbound) -> None:
+        """Answer a command with `rate_limited` (retryable) without running it: the MQTT link
+        holds `10 x max_inflight` commands waiting for a slot already."""
+        try:
+            route = self._topics.parse(msg.topic)
+            if not isinstance(route, Route) or msg.retain:
+                self._prepare(msg)  # not a runnable command: its usual answer, if any
+                return
+            ctx = RequestContext.start(route, msg, self._topics)
+            if len(msg.payload) <= self._config.max_payload:
+                ctx.bind(_json_object_or_empty(msg.payload))
+            busy = f"{self.inflight} actions run and more wait: the bridge is busy"
+            self.reply_error(ctx, BridgeError(busy, code="rate_limited", retryable=True))
+        except Exception:  # the bridge never crashes on input
+            log.exception("unexpected error refusing a message on %s", msg.topic)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._room.set()

@@ -81,6 +81,9 @@ class Inbox(Protocol):
     async def room(self) -> None:
         """Return once `offer` may take a message again."""
 
+    def refuse(self, msg: Inbound) -> None:
+        """Answer `msg` without running it: too many already wait."""
+
 
 class _Stop(Exception):
     """Raised inside the connection task group to leave it on shutdown."""
@@ -98,7 +101,13 @@ class MqttLink:
     """One broker connection, kept up forever; implements `bridge.envelope.Publisher`."""
 
     def __init__(
-        self, config: MqttConfig, topics: Topics, *, subscriptions: list[str], outbox: int = 100_000
+        self,
+        config: MqttConfig,
+        topics: Topics,
+        *,
+        subscriptions: list[str],
+        outbox: int = 100_000,
+        waiting: int = 10_000,
     ) -> None:
         self._config = config
         self._topics = topics
@@ -111,6 +120,7 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._inbox: Inbox | None = None
         self._backlog: deque[Inbound] = deque()  # arrived while the inbox was full, in order
+        self._backlog_max = waiting  # beyond it, the inbox refuses what arrives (an answer)
         self._backlogged = asyncio.Event()
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
         self._paho: Any = None  # paho's client while the drain task runs
@@ -300,9 +310,14 @@ class MqttLink:
         """
         try:
             msg = from_paho(args[2])
-            if self._backlog or self._inbox is None or not self._inbox.offer(msg):
-                self._backlog.append(msg)
-                self._backlogged.set()
+            inbox = self._inbox
+            if inbox is not None and not self._backlog and inbox.offer(msg):
+                return
+            if inbox is not None and len(self._backlog) >= self._backlog_max:
+                inbox.refuse(msg)
+                return
+            self._backlog.append(msg)
+            self._backlogged.set()
         except Exception:  # never into paho's read loop: that would end the connection
             log.exception("MQTT: cannot take an inbound message")
 

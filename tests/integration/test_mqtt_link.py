@@ -37,12 +37,16 @@ class _Ignore:
     async def room(self) -> None:
         return None
 
+    def refuse(self, _: Inbound) -> None:
+        raise AssertionError("an inbox that takes everything refuses nothing")
+
 
 class _OneAtATime:
     """An inbox that holds one message until `release()`: full meanwhile."""
 
     def __init__(self) -> None:
         self.taken: list[Inbound] = []
+        self.refused: list[Inbound] = []
         self.held = False
         self._free = asyncio.Event()
 
@@ -57,6 +61,9 @@ class _OneAtATime:
     async def room(self) -> None:
         await self._free.wait()
 
+    def refuse(self, msg: Inbound) -> None:
+        self.refused.append(msg)
+
     def release(self) -> None:
         self.held = False
         self._free.set()
@@ -64,11 +71,12 @@ class _OneAtATime:
 
 @contextlib.asynccontextmanager
 async def running_link(
-    broker: Broker, base: str, inbox: Inbox | None = None, **mqtt: Any
+    broker: Broker, base: str, inbox: Inbox | None = None, waiting: int = 10_000, **mqtt: Any
 ) -> AsyncIterator[MqttLink]:
     """A connected link on `broker`; closed (bounded) and its task awaited at the end."""
     config = MqttConfig(url=broker.url, base_topic=base, **mqtt)
-    link = MqttLink(config, Topics(base), subscriptions=[f"{base}/bridge/request/#"])
+    subscriptions = [f"{base}/bridge/request/#"]
+    link = MqttLink(config, Topics(base), subscriptions=subscriptions, waiting=waiting)
     runner = asyncio.create_task(link.run(inbox or _Ignore()))
     try:
         await asyncio.wait_for(link.connected.wait(), 10)
@@ -168,6 +176,20 @@ async def test_what_waits_for_room_is_offered_while_the_broker_is_down(
                 await asyncio.sleep(0.001)
         assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(5)]
         assert not link.connected.is_set()
+
+
+async def test_beyond_its_bound_the_backlog_has_the_inbox_refuse(
+    own_broker: Broker, base: str
+) -> None:
+    inbox = _OneAtATime()
+    pub = aiomqtt.Client("127.0.0.1", own_broker.port)
+    async with running_link(own_broker, base, inbox, waiting=3) as link, pub:
+        for i in range(8):
+            await pub.publish(f"{base}/bridge/request/x/{i}", b"%d" % i, 1)
+        await _until(lambda: len(inbox.refused) == 4)
+        assert link.inbound_waiting == 3
+    assert [m.payload for m in inbox.taken] == [b"0"]
+    assert [m.payload for m in inbox.refused] == [b"4", b"5", b"6", b"7"]
 
 
 async def test_receiving_makes_no_reference_cycles(own_broker: Broker, base: str) -> None:

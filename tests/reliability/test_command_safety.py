@@ -68,6 +68,25 @@ async def test_mqtt5_message_expiry_passed_inside_the_bridge(one_slot: World) ->
     assert len(await calls(w.admin, "get_session_state")) == 1
 
 
+async def test_past_ten_waiting_per_slot_commands_are_refused_busy(one_slot: World) -> None:
+    """One action slot, so the link holds 10 commands for it; the rest are answered at once
+    with a retryable `rate_limited`, transaction echoed, and never run."""
+    w = one_slot
+    sid = await w.admin.desk_session()
+    await w.admin.fault("get_session_state", 1, latency_ms=1500)
+    figures.add("faults_injected")
+    for n in range(14):
+        await w.probe.publish(GET, {"session_id": sid, "transaction": n})
+    await until(lambda: len(w.probe.on("bridge/response/desk/get_session_state")) == 14, 20)
+    replies = {r["transaction"]: r for r in w.probe.on("bridge/response/desk/get_session_state")}
+    refused = sorted(n for n, r in replies.items() if r["status"] == "error")
+    assert refused == [11, 12, 13]  # 0 runs, 1-10 wait for its slot
+    error = replies[13]["error"]
+    assert (error["code"], error["retryable"]) == ("rate_limited", True)
+    assert replies[13]["session_id"] == sid
+    assert len(await calls(w.admin, "get_session_state")) == 11
+
+
 async def test_expired_while_the_bridge_was_down_never_runs(
     broker: Broker, base: str, tmp_path: Path
 ) -> None:
