@@ -18,7 +18,8 @@ from bridge.envelope import Emitter, Publisher
 from bridge.health import BridgeFeature
 from bridge.homeassistant import HomeAssistant
 from bridge.metrics import Metrics
-from bridge.mqtt import Inbound, MqttLink
+from bridge.mqtt import MqttLink
+from bridge.mqtt_inbox import Inbound
 from bridge.ownership import Ownership
 from bridge.tencent import lean
 from bridge.tencent.retry import RetryPolicy

@@ -23,7 +23,7 @@ from bridge.config import BridgeConfig
 from bridge.dedup import Deduplicator
 from bridge.envelope import Emitter, Publisher, dumps, error_response, ok_response
 from bridge.errors import BridgeError, RequestError
-from bridge.mqtt import Inbound
+from bridge.mqtt_inbox import Inbound
 from bridge.requests import RequestContext, decode_payload, expired, validate
 from bridge.topics import BadRoute, Route, Topics
 
@@ -90,17 +90,11 @@ class Dispatcher:
 
     def refuse(self, msg: Inbound) -> None:
         """Answer a command with `rate_limited` (retryable) without running it: the MQTT link
-        holds `10 x max_inflight` commands waiting for a slot already."""
+        holds `10 x max_inflight` commands waiting for a slot already. Checked as any command
+        first, so a bad one still gets its own error."""
+        busy = f"{self.inflight} actions run and more wait: the bridge is busy"
         try:
-            route = self._topics.parse(msg.topic)
-            if not isinstance(route, Route) or msg.retain:
-                self._prepare(msg)  # not a runnable command: its usual answer, if any
-                return
-            ctx = RequestContext.start(route, msg, self._topics)
-            if len(msg.payload) <= self._config.max_payload:
-                ctx.bind(_json_object_or_empty(msg.payload))
-            busy = f"{self.inflight} actions run and more wait: the bridge is busy"
-            self.reply_error(ctx, BridgeError(busy, code="rate_limited", retryable=True))
+            self._prepare(msg, BridgeError(busy, code="rate_limited", retryable=True))
         except Exception:  # the bridge never crashes on input
             log.exception("unexpected error refusing a message on %s", msg.topic)
 
@@ -108,7 +102,7 @@ class Dispatcher:
         self._tasks.discard(task)
         self._room.set()
 
-    def _prepare(self, msg: Inbound) -> _Job | None:
+    def _prepare(self, msg: Inbound, busy: BridgeError | None = None) -> _Job | None:
         route = self._topics.parse(msg.topic)
         if route is None:
             return None  # one of the bridge's own output topics (another instance's)
@@ -119,14 +113,16 @@ class Dispatcher:
             return None  # someone clearing a retained command: a deletion, not a command
         ctx = RequestContext.start(route, msg, self._topics)
         try:
-            return self._check(route, msg, ctx)
+            return self._check(route, msg, ctx, busy)
         except BridgeError as err:
             if ctx.transaction is None and len(msg.payload) <= self._config.max_payload:
                 ctx.bind(_json_object_or_empty(msg.payload))
             self.reply_error(ctx, err)
             return None
 
-    def _check(self, route: Route, msg: Inbound, ctx: RequestContext) -> _Job | None:
+    def _check(
+        self, route: Route, msg: Inbound, ctx: RequestContext, busy: BridgeError | None
+    ) -> _Job | None:
         if msg.retain:
             raise RequestError("command messages must not be retained", code="retained_command")
         if len(msg.payload) > self._config.max_payload:
@@ -139,6 +135,8 @@ class Dispatcher:
         if expired(msg, data):
             raise RequestError("the request expired before it could run", code="expired")
         action = self._lookup(route.action)
+        if busy is not None:  # a valid command, refused before it is remembered or run
+            raise busy
         if self._dedup.seen(ctx, data):
             self._dedup.follow(ctx, self._publish_reply)
             return None

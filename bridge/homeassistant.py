@@ -19,7 +19,7 @@ from typing import Any
 from bridge import __version__
 from bridge.envelope import Publisher, dumps
 from bridge.ivh.tracker import SessionState
-from bridge.mqtt import Inbound
+from bridge.mqtt_inbox import Inbound
 from bridge.topics import DiscoveryTopics, Topics, discovery_object_id
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """The MQTT link: will, birth, reconnect, resubscribe, re-assert, publish with v5 properties.
 
 Every use of aiomqtt lives in this module, `bridge.mqtt_wire` (what the link does at paho's
-level: writing, windows, packet sizes, TLS) and `bridge.mqtt_client` (short-lived clients).
+level: writing, windows, packet sizes, TLS), `bridge.mqtt_inbox` (what it receives, in order)
+and `bridge.mqtt_client` (short-lived clients).
 Publishes are non-blocking: they go to paho at once when nothing waits before them, else into a
 bounded outbox that a drain task hands to paho while connected, in order, with a window of
 messages awaiting their acknowledgement (re-queued in order if the connection ends first).
@@ -13,11 +14,10 @@ import asyncio
 import logging
 import random
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -26,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttConfig
 from bridge.envelope import dumps
+from bridge.mqtt_inbox import InboundQueue, Inbox, from_paho
 from bridge.mqtt_wire import (
     INFLIGHT,
     RETAIN_NOT_SUPPORTED,
@@ -48,20 +49,6 @@ OFFLINE_LOST = dumps({"state": "offline", "reason": "connection_lost"})
 
 
 @dataclass(frozen=True, slots=True)
-class Inbound:
-    """One message the bridge received, with the MQTT 5 properties it cares about."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-    qos: int = 0
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    expiry: int | None = None
-    received_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True, slots=True)
 class Outbound:
     """One message waiting in the outbox."""
 
@@ -69,20 +56,6 @@ class Outbound:
     payload: bytes
     retain: bool = False
     correlation_data: bytes | None = None
-
-
-class Inbox(Protocol):
-    """Where the link delivers inbound messages, in arrival order."""
-
-    def offer(self, msg: Inbound) -> bool:
-        """Take `msg` now, or return False while full: the link then awaits `room()` and
-        offers the same message again, before any that arrived after it."""
-
-    async def room(self) -> None:
-        """Return once `offer` may take a message again."""
-
-    def refuse(self, msg: Inbound) -> None:
-        """Answer `msg` without running it: too many already wait."""
 
 
 class _Stop(Exception):
@@ -118,10 +91,7 @@ class MqttLink:
         self._idle = asyncio.Event()
         self._stop = asyncio.Event()
         self._retained: dict[str, bytes] = {}
-        self._inbox: Inbox | None = None
-        self._backlog: deque[Inbound] = deque()  # arrived while the inbox was full, in order
-        self._backlog_max = waiting  # beyond it, the inbox refuses what arrives (an answer)
-        self._backlogged = asyncio.Event()
+        self._inbound = InboundQueue(waiting)
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
         self._paho: Any = None  # paho's client while the drain task runs
         self._window = INFLIGHT  # publishes awaiting their acknowledgement at most
@@ -167,7 +137,7 @@ class MqttLink:
     @property
     def inbound_waiting(self) -> int:
         """Messages received while the inbox was full, waiting for room."""
-        return len(self._backlog)
+        return len(self._inbound)
 
     def _enqueue(self, message: Outbound) -> None:
         if self._send_now(message):
@@ -188,17 +158,16 @@ class MqttLink:
     # -- connection ------------------------------------------------------------------------------
     async def run(self, inbox: Inbox) -> None:
         """Connect, serve and reconnect until `close()`; inbound messages go to `inbox`."""
-        self._inbox = inbox
+        self._inbound.inbox = inbox
         async with asyncio.TaskGroup() as tg:
             # One pump for the link's life: what waits for room is offered, connected or not.
-            pump = tg.create_task(self._pump(inbox), name="mqtt-inbound")
+            pump = tg.create_task(self._inbound.pump(inbox), name="mqtt-inbound")
             try:
                 await self._connections()
             finally:
                 pump.cancel()
-        if self._backlog:  # acknowledged to the broker, never handled: say so
-            log.warning("MQTT: %d received messages not handled at shutdown", len(self._backlog))
-            self._backlog.clear()
+        if left := self._inbound.abandon():  # acknowledged to the broker, never handled
+            log.warning("MQTT: %d received messages not handled at shutdown", left)
 
     async def _connections(self) -> None:
         delays = backoff(0.2, self._config.reconnect_max_delay)
@@ -302,45 +271,11 @@ class MqttLink:
             await client.subscribe(plain)
 
     def _arrived(self, *args: Any) -> None:
-        """paho's on_message (client, userdata, message), on the event loop as it reads.
-
-        The message goes to the inbox at once. aiomqtt's queue and iterator would cost a task,
-        two waits and three more loop passes per message (about a tenth of a request's CPU).
-        Only while the inbox is full do messages wait, in order, for `_pump`.
-        """
+        """paho's on_message (client, userdata, message), on the event loop as it reads."""
         try:
-            msg = from_paho(args[2])
-            inbox = self._inbox
-            if inbox is not None and not self._backlog and inbox.offer(msg):
-                return
-            if inbox is not None and len(self._backlog) >= self._backlog_max:
-                inbox.refuse(msg)
-                return
-            self._backlog.append(msg)
-            self._backlogged.set()
+            self._inbound.arrived(from_paho(args[2]))
         except Exception:  # never into paho's read loop: that would end the connection
             log.exception("MQTT: cannot take an inbound message")
-
-    async def _pump(self, inbox: Inbox) -> None:
-        """Offer what waited while the inbox was full, oldest first, as room frees up."""
-        while True:
-            if not self._backlog:
-                self._backlogged.clear()
-                await self._backlogged.wait()
-                continue
-            await inbox.room()
-            while self._backlog and self._offer_oldest(inbox):
-                pass
-
-    def _offer_oldest(self, inbox: Inbox) -> bool:
-        try:
-            taken = inbox.offer(self._backlog[0])
-        except Exception:  # as in `_arrived`: logged and passed over, never a stuck link
-            log.exception("MQTT: cannot take an inbound message")
-            taken = True
-        if taken:
-            self._backlog.popleft()
-        return taken
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Send the outbox in order, up to `_window` messages awaiting their acknowledgement.
@@ -509,36 +444,3 @@ class MqttLink:
         # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
         client.pending_calls_threshold = INFLIGHT * 2
         return client
-
-
-def inbound(message: aiomqtt.Message) -> Inbound:
-    """An aiomqtt message as an `Inbound`."""
-    props = message.properties
-    payload = message.payload
-    if isinstance(payload, str):
-        payload = payload.encode()
-    elif not isinstance(payload, bytes | bytearray):
-        payload = b"" if payload is None else str(payload).encode()
-    return Inbound(
-        topic=message.topic.value,
-        payload=bytes(payload),
-        retain=bool(message.retain),
-        qos=int(message.qos),
-        response_topic=getattr(props, "ResponseTopic", None) if props else None,
-        correlation_data=getattr(props, "CorrelationData", None) if props else None,
-        expiry=getattr(props, "MessageExpiryInterval", None) if props else None,
-    )
-
-
-def from_paho(message: Any) -> Inbound:
-    """A paho `MQTTMessage` as an `Inbound` (its topic property raises on invalid UTF-8)."""
-    props = getattr(message, "properties", None)
-    return Inbound(
-        topic=message.topic,
-        payload=bytes(message.payload),
-        retain=bool(message.retain),
-        qos=int(message.qos),
-        response_topic=getattr(props, "ResponseTopic", None) if props else None,
-        correlation_data=getattr(props, "CorrelationData", None) if props else None,
-        expiry=getattr(props, "MessageExpiryInterval", None) if props else None,
-    )

@@ -2,7 +2,8 @@
 
 The bridge's own link (`bridge.mqtt`) keeps one connection up forever and owns will, birth and
 re-assertion; a tool needs none of that, only connect, subscribe, publish and one request/response
-round trip. This module, `bridge.mqtt` and `bridge.mqtt_wire` are the only aiomqtt users.
+round trip. This module and `bridge.mqtt` (with `mqtt_wire`, `mqtt_inbox`) are the only aiomqtt
+users.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, inbound
+from bridge.mqtt_inbox import Inbound, inbound
 from bridge.mqtt_wire import tls_context
 from bridge.topics import Topics
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from bridge.actions import Payload
 from bridge.errors import RequestError, validation_problems
-from bridge.mqtt import Inbound
+from bridge.mqtt_inbox import Inbound
 from bridge.topics import Route, Topics, valid_session_id
 
 # Shorthand topics that take plain text: the field the text becomes (SPEC 2.2, 2.3).

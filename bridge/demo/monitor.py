@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from bridge.mqtt import Inbound
 from bridge.mqtt_client import ToolClient
+from bridge.mqtt_inbox import Inbound
 from bridge.topics import SHORTHANDS
 
 COLOURS = {"request": "cyan", "response": "green", "event": "magenta", "state": "yellow"}

@@ -53,13 +53,17 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.closed = False
         self.reusable = False
         self._last = False
         self._parser: ResponseParser | None = None
         self._answer: asyncio.Future[Response] | None = None
         self._drained: asyncio.Future[None] | None = None
         self.gone = asyncio.get_running_loop().create_future()  # done once the socket is closed
+
+    @property
+    def closed(self) -> bool:
+        """The connection has ended."""
+        return self.gone.done()
 
     @property
     def usable(self) -> bool:
@@ -126,7 +130,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection ended (either side)."""
-        self.closed = True
         self.reusable = False
         if not self.gone.done():
             self.gone.set_result(None)

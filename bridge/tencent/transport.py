@@ -155,7 +155,7 @@ async def post(
         )
     except httpx.HTTPError as exc:
         raise transport_error(exc, ctx) from exc
-    return Reply(response.status_code, _json_object(response))
+    return Reply(response.status_code, _json_bytes(response.content))
 
 
 def check_reply(
@@ -173,14 +173,6 @@ def check_reply(
 def _json_bytes(raw: bytes) -> Mapping[str, Any] | None:
     try:
         body = json.loads(raw)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _json_object(response: httpx.Response) -> Mapping[str, Any] | None:
-    try:
-        body = response.json()
     except ValueError:
         return None
     return body if isinstance(body, dict) else None

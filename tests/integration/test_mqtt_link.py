@@ -19,7 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import Inbound, Inbox, MqttLink
+from bridge.mqtt import MqttLink
+from bridge.mqtt_inbox import Inbound, Inbox
 from bridge.mqtt_wire import publish_size, window_for
 from bridge.topics import Topics
 from tests.support.broker import Broker

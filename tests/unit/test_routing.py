@@ -7,7 +7,7 @@ import pytest
 from bridge.actions import Empty, Payload, Registry, SessionPayload, action, specs_of
 from bridge.desk.payloads import SendStream, Watch
 from bridge.errors import RequestError
-from bridge.mqtt import Inbound
+from bridge.mqtt_inbox import Inbound
 from bridge.requests import decode_payload, expired, validate
 from bridge.topics import BadRoute, Route, Topics, valid_session_id
 
