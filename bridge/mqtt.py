@@ -27,6 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bridge.config import MqttConfig
 from bridge.envelope import dumps
 from bridge.mqtt_inbox import InboundQueue, Inbox, from_paho
+from bridge.mqtt_lean import lean_reads
 from bridge.mqtt_wire import (
     INFLIGHT,
     RETAIN_NOT_SUPPORTED,
@@ -296,6 +297,7 @@ class MqttLink:
 
         paho.on_publish = on_publish
         write_from_loop(client)
+        lean_reads(client)
         self._paho = paho
         try:
             await self._drain_loop(paho)
