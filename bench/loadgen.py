@@ -18,6 +18,7 @@ from typing import Any
 
 import aiomqtt
 
+from bridge.mqtt_lean import lean_reads
 from bridge.mqtt_wire import no_topic_callbacks, write_from_loop
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -90,6 +91,7 @@ class MqttRequester:
         write_from_loop(self._client)  # as the bridge does: no self-pipe write per publish
         self._client._client.on_message = self._arrived  # as the bridge does: no queue, no task
         no_topic_callbacks(self._client)  # and no reference cycle per reply
+        lean_reads(self._client)  # and its lean reader
         await self._client.subscribe(f"{self.base}/bridge/response/#", qos=1)
         return self
 
