@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttConfig
 from bridge.envelope import dumps
 from bridge.mqtt_inbox import InboundQueue, Inbox, from_paho
-from bridge.mqtt_lean import lean_reads
+from bridge.mqtt_lean import LeanWriter, lean_reads
 from bridge.mqtt_wire import (
     INFLIGHT,
     RETAIN_NOT_SUPPORTED,
@@ -94,7 +92,7 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._inbound = InboundQueue(waiting)
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
-        self._paho: Any = None  # paho's client while the drain task runs
+        self._writer: LeanWriter | None = None  # publishes while the drain task runs
         self._window = INFLIGHT  # publishes awaiting their acknowledgement at most
         self.refused = 0  # messages no broker would take (a wildcard topic, too large)
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5)
@@ -298,16 +296,16 @@ class MqttLink:
         paho.on_publish = on_publish
         write_from_loop(client)
         lean_reads(client)
-        self._paho = paho
+        self._writer = writer = LeanWriter(paho)
         try:
-            await self._drain_loop(paho)
+            await self._drain_loop(writer)
         finally:
-            self._paho = None
+            self._writer = None
             for msg in reversed(self._unacked.values()):
                 self._outbox.appendleft(msg)
             self._unacked.clear()
 
-    async def _drain_loop(self, paho: Any) -> None:
+    async def _drain_loop(self, writer: LeanWriter) -> None:
         sent = 0
         while True:
             if not self._outbox or len(self._unacked) >= self._window:
@@ -315,12 +313,12 @@ class MqttLink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            self._send(paho, self._outbox.popleft())
+            self._send(writer, self._outbox.popleft())
             sent += 1
             if sent % 64 == 0:
                 await asyncio.sleep(0)  # let inbound messages and PUBACKs in
 
-    def _send(self, paho: Any, msg: Outbound) -> None:
+    def _send(self, writer: LeanWriter, msg: Outbound) -> None:
         limit = self._max_packet
         if limit and self._packet_size(msg) > limit:
             # Sent anyway, the broker would disconnect; re-sent after the reconnect, forever.
@@ -328,17 +326,18 @@ class MqttLink:
             return
         try:
             retain = msg.retain and self._retain_available
-            info = paho.publish(
-                msg.topic, msg.payload, self._config.qos, retain, self._properties(msg)
+            correlation = msg.correlation_data if self._config.protocol == 5 else None
+            rc, mid, done = writer.publish(
+                msg.topic, msg.payload, self._config.qos, retain, correlation
             )
         except ValueError as exc:  # a topic or payload no broker can take: never sendable
             self._refuse(msg, str(exc))
             return
-        if info.rc != 0:  # MQTT_ERR_SUCCESS
+        if rc != 0:  # MQTT_ERR_SUCCESS
             self._outbox.appendleft(msg)
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        if self._config.qos and not info.is_published():
-            self._unacked[info.mid] = msg
+            raise aiomqtt.MqttCodeError(rc, "Could not publish message")
+        if self._config.qos and not done:
+            self._unacked[mid] = msg
 
     def _refuse(self, msg: Outbound, why: str) -> None:
         self.refused += 1
@@ -358,11 +357,11 @@ class MqttLink:
 
     def _send_now(self, msg: Outbound) -> bool:
         """Hand `msg` to paho now if nothing is queued before it and the window has room."""
-        paho = self._paho
-        if paho is None or self._outbox or len(self._unacked) >= self._window:
+        writer = self._writer
+        if writer is None or self._outbox or len(self._unacked) >= self._window:
             return False
         try:
-            self._send(paho, msg)
+            self._send(writer, msg)
         except aiomqtt.MqttError:
             self._wake.set()  # back in the outbox: the drain retries it, or ends the connection
         if self._outbox or self._unacked:
@@ -376,13 +375,6 @@ class MqttLink:
     def _check_idle(self) -> None:
         if not self._outbox and not self._unacked:
             self._idle.set()
-
-    def _properties(self, msg: Outbound) -> Properties | None:
-        if msg.correlation_data is None or self._config.protocol != 5:
-            return None
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.CorrelationData = msg.correlation_data
-        return props
 
     async def _watch_stop(self) -> None:
         await self._stop.wait()

@@ -1,10 +1,13 @@
-"""`bridge.mqtt_lean` against paho's own reader, the oracle: the same bytes, cut anywhere, reach
-two paho clients over real socket pairs, one reading with `LeanReader`; both must report the
-same messages and acknowledgements, write the same bytes back, and end the same way."""
+"""`bridge.mqtt_lean` against paho itself, the oracle. Reading: the same bytes, cut anywhere,
+reach two paho clients over real socket pairs, one reading with `LeanReader`; both must report
+the same messages and acknowledgements, write the same bytes back, and end the same way.
+Writing: `LeanWriter` must put the same bytes on the wire and leave paho in the same state as
+`paho.publish`."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import select
 import socket
 import struct
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import Client, MQTTMessageInfo
@@ -19,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt_lean import LeanReader
+from bridge.mqtt_lean import LeanReader, LeanWriter
 
 SENT_MIDS = range(1, 9)  # messages each client has published, awaiting PUBACK
 
@@ -233,3 +237,44 @@ def test_a_packet_split_before_the_reader_took_over_is_finished_by_paho() -> Non
         assert side.replies == _packet(0x40, b"\x00\x07") * 2
     finally:
         side.close()
+
+
+def _message_state(msg: Any) -> tuple[Any, ...]:
+    return (msg.mid, msg._topic, msg.payload, msg.qos, msg.retain, msg.dup, msg.state)
+
+
+@fuzz
+@given(
+    st.text(max_size=30),
+    st.one_of(st.binary(max_size=300), large),
+    st.booleans(),
+    st.none() | st.binary(max_size=40),
+    st.booleans(),
+)
+def test_a_qos1_publish_goes_out_as_paho_sends_it(
+    topic: str, payload: bytes, retain: bool, correlation: bytes | None, v5: bool
+) -> None:
+    with sides(v5=v5) as (stock, lean):
+        props = None
+        if v5 and correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        try:
+            info = stock.paho.publish(topic, payload, 1, retain, props)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation)
+            return
+        got = LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation if v5 else None)
+        assert got == (info.rc, info.mid, info.is_published())
+        assert lean.written() == stock.written()
+        mid = info.mid
+        assert _message_state(lean.paho._out_messages[mid]) == _message_state(
+            stock.paho._out_messages[mid]
+        )
+        assert lean.paho._inflight_messages == stock.paho._inflight_messages
+        for side in (stock, lean):
+            side.feed(_packet(0x40, struct.pack("!H", mid)))
+        assert lean.seen == stock.seen
+        assert mid not in lean.paho._out_messages
+        assert lean.paho._inflight_messages == stock.paho._inflight_messages
