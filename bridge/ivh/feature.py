@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -200,7 +200,7 @@ class IvhFeature:
         """List the account's live sessions (listsessionofuin) and refresh the retained states."""
         infos = await self._client.list_sessions()
         self._tracker.apply_list(infos)
-        return {"sessions": [asdict(self._state_of(info)) for info in infos]}
+        return {"sessions": [self._state_of(info).as_dict() for info in infos]}
 
     @action("ivh/create_session")
     async def create_session(self, payload: CreateSession) -> dict[str, Any]:
@@ -226,7 +226,7 @@ class IvhFeature:
             interval = payload.stream_max_interval / 1000
             self._utterances.set_max_interval(created.session_id, interval)
         self._tracker.apply(state)
-        return asdict(state)
+        return state.as_dict()
 
     @action("ivh/start_session")
     async def start_session(self, payload: SessionRef) -> dict[str, Any]:
@@ -236,7 +236,7 @@ class IvhFeature:
         state = self._tracker.get(sid) or await self._refresh(sid)
         state = replace(state, started=True, updated_at=now_iso())
         self._tracker.apply(state)
-        return asdict(state)
+        return state.as_dict()
 
     @action("ivh/get_session")
     async def get_session(self, payload: SessionRef) -> dict[str, Any]:
@@ -244,7 +244,7 @@ class IvhFeature:
         stat = await self._guard(self._client.stat_session(payload.session_id), payload.session_id)
         state = self._apply_stat(stat)
         extra = {"speak_status": stat.speak_status, "error_code": stat.error_code}
-        return {**asdict(state), **extra, "error_message": stat.error_message}
+        return {**state.as_dict(), **extra, "error_message": stat.error_message}
 
     @action("ivh/close_session")
     async def close_session(self, payload: SessionRef) -> dict[str, Any]:

@@ -103,9 +103,14 @@ def acks(draw: st.DrawFn, *, v5: bool) -> bytes:
 
 
 def streams(*, v5: bool) -> st.SearchStrategy[bytes]:
+    pubrel = st.builds(lambda mid: _packet(0x62, struct.pack("!H", mid)), st.integers(1, 9))
     one = st.one_of(
-        publishes(v5=v5), publishes(v5=v5), acks(v5=v5), st.just(_packet(0xD0, b""))
-    )  # PINGRESP
+        publishes(v5=v5),
+        publishes(v5=v5),
+        acks(v5=v5),
+        pubrel,  # completes a QoS 2 message paho holds, if any
+        st.just(_packet(0xD0, b"")),  # PINGRESP
+    )
     return st.lists(one, min_size=1, max_size=12).map(b"".join)
 
 
@@ -211,15 +216,16 @@ BAD = [
     _packet(0x00, b""),  # reserved packet type
     _packet(0x30, b"\x00\x00\x00payload"),  # empty topic without an alias
     _packet(0x32, b"\x00\x01\xff\x00\x01\x00"),  # a topic that is not UTF-8
+    _packet(0xE0, b"\x8e\x00"),  # the broker's DISCONNECT: session taken over
 ]
 
 
 @fuzz
 @given(streams(v5=True), st.sampled_from(BAD), st.integers(0, 1 << 20))
-def test_malformed_input_ends_the_connection_as_paho_ends_it(
+def test_malformed_input_or_a_disconnect_ends_the_connection_as_paho_ends_it(
     stream: bytes, bad: bytes, cut: int
 ) -> None:
-    """Good packets, then a bad one: the same messages before it, the same end."""
+    """Good packets, then a bad one or DISCONNECT: the same messages before it, the same end."""
     _same(stream + bad + stream, [cut], v5=True)
 
 

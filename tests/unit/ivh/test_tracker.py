@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.envelope import Emitter
 from bridge.ivh.tracker import SessionState, SessionTracker
@@ -135,3 +139,21 @@ def test_a_session_id_that_cannot_name_a_topic_is_ignored(caplog: Any) -> None:
     assert "t/ivh/ok/state" in topics and tracker.get("ok") is not None
     assert tracker.get("a/+/#") is None and [after.session_id for _, after in transitions] == ["ok"]
     assert sum("not a valid topic level" in r.message for r in caplog.records) == 1
+
+
+@given(
+    st.builds(
+        SessionState,
+        session_id=st.text(max_size=20),
+        status=st.text(max_size=10),
+        status_code=st.none() | st.integers(),
+        started=st.booleans(),
+        driver_type=st.none() | st.integers(),
+        user_id=st.none() | st.text(max_size=10),
+        play_stream_addr=st.none() | st.text(max_size=30),
+        updated_at=st.text(max_size=30),
+    )
+)
+def test_a_state_as_a_dict_is_what_dataclasses_asdict_gives(state: SessionState) -> None:
+    assert state.as_dict() == dataclasses.asdict(state)
+    assert list(state.as_dict()) == list(dataclasses.asdict(state))  # the same key order
