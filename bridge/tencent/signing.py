@@ -58,9 +58,16 @@ def query_string(params: Mapping[str, str]) -> str:
 
 def signed_query(params: Mapping[str, str], access_token: str) -> str:
     """The query string of `params` plus their URL-encoded `signature`."""
-    signature = ivh_signature(params, access_token)
-    pairs = [f"{url_quote(name)}={url_quote(params[name])}" for name in sorted(params)]
-    pairs.append(f"signature={quote(signature, safe='')}")
+    return _signed_query(tuple(sorted(params.items())), access_token)
+
+
+@lru_cache(maxsize=16)
+def _signed_query(items: tuple[tuple[str, str], ...], access_token: str) -> str:
+    # Kept: the same parameters give the same signature, and calls within one second share
+    # their timestamp (1,000 calls/s: one HMAC and one escaping instead of 1,000).
+    signature = ivh_signature(dict(items), access_token)
+    pairs = [f"{url_quote(name)}={url_quote(value)}" for name, value in items]
+    pairs.append(f"signature={url_quote(signature)}")
     return "&".join(pairs)
 
 

@@ -138,3 +138,25 @@ def test_query_string_encodes_as_urlencode_does(params: dict[str, str]) -> None:
     expected = urlencode(params, quote_via=quote)
     assert query_string(params) == expected
     assert query_string(params) == expected
+
+
+names = st.sampled_from(["appkey", "timestamp", "requestid", "x y", "a*b", "é"])
+
+
+@given(
+    st.lists(st.dictionaries(names, st.text(max_size=12), max_size=4), min_size=1, max_size=6),
+    st.sampled_from(["t1", "t2"]),
+)
+def test_signed_queries_made_again_and_kept_read_the_same(
+    many: list[dict[str, str]], token: str
+) -> None:
+    """Signed queries are kept between calls (one HMAC per second at most): any sequence of
+    them must equal the query built afresh, by the stdlib, for its own parameters and key."""
+    for params in many:
+        query = IvhAuth(appkey=params.get("appkey", "k"), access_token=token).query(params)
+        signed = {**params, "appkey": params.get("appkey", "k")}
+        signed["timestamp"] = dict(parse_qsl(query))["timestamp"]
+        fresh = sorted(signed.items())
+        expected = urlencode(fresh, quote_via=quote, safe="")
+        expected += "&signature=" + quote(ivh_signature(signed, token), safe="")
+        assert query == expected
