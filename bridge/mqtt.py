@@ -286,12 +286,9 @@ class MqttLink:
         While this task runs, a message queued behind an empty outbox goes to paho at once.
         """
         paho = client._client
-        aiomqtt_on_publish = paho.on_publish
 
-        def on_publish(*args: Any) -> None:
-            self._acked(args[2])  # (client, userdata, mid, reason_code, properties)
-            if aiomqtt_on_publish is not None:
-                aiomqtt_on_publish(*args)
+        def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason_code, properties)
+            self._acked(args[2])  # not aiomqtt's: the link never publishes through aiomqtt
 
         paho.on_publish = on_publish
         write_from_loop(client)

@@ -30,8 +30,10 @@ READ_SIZE = 65_536
 _OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 _LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 _PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
-# What paho hands on_publish for a PUBACK that says only "success": the same every time.
-_ACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+# What paho hands on_publish for a PUBACK of success, or of "no matching subscribers" (0x10:
+# delivered, nobody listens, as for most retained state topics), without properties: the same
+# every time.
+_ACK_REASONS = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0x00, 0x10)}
 _ACK_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
 
@@ -163,24 +165,28 @@ class LeanReader:
         return paho._send_puback(mid)  # type: ignore[no-any-return]
 
     def handle_ack(self, kind: str) -> MQTTErrorCode:
-        """paho's `_handle_pubackcomp`, for a PUBACK that says only "success"; else paho's."""
+        """paho's `_handle_pubackcomp`, for a PUBACK of success or "no matching subscribers"
+        without properties; else paho's."""
         body = self._paho._in_packet["packet"]
-        if kind != "PUBACK" or not _plain_ack(body, v5=self._v5):
+        reason = _plain_ack(body, v5=self._v5) if kind == "PUBACK" else None
+        if reason is None:
             return self._paho_ack(kind)  # type: ignore[no-any-return]
         paho = self._paho
         mid = (body[0] << 8) | body[1]
         if mid not in paho._out_messages:
             return _OK
-        return paho._do_on_publish(mid, _ACK_SUCCESS, _ACK_NO_PROPERTIES)  # type: ignore[no-any-return]
+        return paho._do_on_publish(mid, reason, _ACK_NO_PROPERTIES)  # type: ignore[no-any-return]
 
 
-def _plain_ack(body: bytes, *, v5: bool) -> bool:
-    """A PUBACK of success with no properties (MQTT 3.4.2: reason and properties may be left
-    out; 3.1.1 has neither)."""
+def _plain_ack(body: bytes, *, v5: bool) -> ReasonCode | None:
+    """The reason of a PUBACK without properties, if a common one (MQTT 3.4.2: reason and
+    properties may be left out; 3.1.1 has neither)."""
     size = len(body)
     if size == 2:
-        return True
-    return v5 and size in (3, 4) and body[2] == 0 and (size == 3 or body[3] == 0)
+        return _ACK_REASONS[0]
+    if v5 and (size == 3 or (size == 4 and body[3] == 0)):
+        return _ACK_REASONS.get(body[2])
+    return None
 
 
 def _text(raw: bytes) -> str | None:

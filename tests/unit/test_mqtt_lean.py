@@ -98,7 +98,11 @@ def acks(draw: st.DrawFn, *, v5: bool) -> bytes:
     mid = draw(st.sampled_from([*SENT_MIDS, 999]))  # 999: not awaited, passed over
     tail = b""
     if v5:
-        tail = draw(st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x10", b"\x87\x00"]))
+        tail = draw(
+            st.sampled_from(
+                [b"", b"\x00", b"\x00\x00", b"\x10", b"\x10\x00", b"\x87\x00", b"\x10\x01"]
+            )
+        )
     return _packet(0x40, struct.pack("!H", mid) + tail)
 
 
