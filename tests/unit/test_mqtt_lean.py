@@ -288,3 +288,15 @@ def test_a_qos1_publish_goes_out_as_paho_sends_it(
         assert lean.seen == stock.seen
         assert mid not in lean.paho._out_messages
         assert lean.paho._inflight_messages == stock.paho._inflight_messages
+
+
+def test_a_message_of_many_reads_is_gathered_whole() -> None:
+    """16 MiB arrive in a few hundred reads; the reader gathers them and hands over one message,
+    as paho does."""
+    payload = bytes(range(256)) * (1 << 16)
+    packet = _publish(b"big", payload, 1, 0, 3, b"\x00")
+    _same(packet + _packet(0x40, b"\x00\x01"), [1, 70_000], v5=True)
+    with sides(v5=True) as (_, lean):
+        lean.feed(packet)
+        assert [(m[0], len(m[1])) for m in lean.seen] == [("big", len(payload))]
+        assert lean.seen[0][1] == payload
