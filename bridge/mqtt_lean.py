@@ -249,7 +249,10 @@ _NO_WAITER = MQTTMessageInfo(0)
 
 
 def _awaiting_puback(mid: int, topic: bytes, payload: bytes, retain: bool) -> MQTTMessage:
-    """The entry paho keeps in `_out_messages` for a QoS 1 message, as `publish` makes it."""
+    """The entry paho keeps in `_out_messages` for a QoS 1 message, as `publish` makes it but
+    without its properties: paho reads those only to send the message again when the same client
+    reconnects, and the link makes a new client for every connection (re-sending from its own
+    outbox)."""
     msg: MQTTMessage = MQTTMessage.__new__(MQTTMessage)
     msg.mid, msg._topic, msg.payload, msg.qos, msg.retain = mid, topic, payload, 1, retain
     msg.dup, msg.properties, msg.info = False, None, _NO_WAITER
