@@ -217,7 +217,9 @@ BAD = [
     _packet(0x32, b"\x00\x09ab"),  # topic longer than the packet
     _packet(0x40, b"\x00"),  # PUBACK without its id
     b"\x30\xff\xff\xff\xff\x01",  # a Remaining Length of five bytes
-    _packet(0x00, b""),  # reserved packet type
+    # AUTH, which paho does not handle. (Not the reserved type 0: paho reads a command byte of 0
+    # as "no packet started", so whether it notices depends on where a read ends.)
+    _packet(0xF0, b""),
     _packet(0x30, b"\x00\x00\x00payload"),  # empty topic without an alias
     _packet(0x32, b"\x00\x01\xff\x00\x01\x00"),  # a topic that is not UTF-8
     _packet(0xE0, b"\x8e\x00"),  # the broker's DISCONNECT: session taken over
@@ -275,7 +277,7 @@ def test_a_qos1_publish_goes_out_as_paho_sends_it(
             with pytest.raises(ValueError, match=re.escape(str(exc))):
                 LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation)
             return
-        got = LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation if v5 else None)
+        got = LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation)
         assert got == (info.rc, info.mid, info.is_published())
         assert lean.written() == stock.written()
         mid = info.mid
