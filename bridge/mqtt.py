@@ -1,8 +1,9 @@
 """The MQTT link: will, birth, reconnect, resubscribe, re-assert, publish with v5 properties.
 
 Every use of aiomqtt lives in this module, `bridge.mqtt_wire` (what the link does at paho's
-level: writing, windows, packet sizes, TLS), `bridge.mqtt_inbox` (what it receives, in order)
-and `bridge.mqtt_client` (short-lived clients).
+level: writing, windows, packet sizes, TLS), `bridge.mqtt_inbox` (what it receives, in order),
+`bridge.mqtt_lean` (paho's hot read and publish paths) and `bridge.mqtt_client` (short-lived
+clients).
 Publishes are non-blocking: they go to paho at once when nothing waits before them, else into a
 bounded outbox that a drain task hands to paho while connected, in order, with a window of
 messages awaiting their acknowledgement (re-queued in order if the connection ends first).
@@ -323,9 +324,8 @@ class MqttLink:
             return
         try:
             retain = msg.retain and self._retain_available
-            correlation = msg.correlation_data if self._config.protocol == 5 else None
             rc, mid, done = writer.publish(
-                msg.topic, msg.payload, self._config.qos, retain, correlation
+                msg.topic, msg.payload, self._config.qos, retain, msg.correlation_data
             )
         except ValueError as exc:  # a topic or payload no broker can take: never sendable
             self._refuse(msg, str(exc))

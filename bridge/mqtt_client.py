@@ -2,8 +2,8 @@
 
 The bridge's own link (`bridge.mqtt`) keeps one connection up forever and owns will, birth and
 re-assertion; a tool needs none of that, only connect, subscribe, publish and one request/response
-round trip. This module and `bridge.mqtt` (with `mqtt_wire`, `mqtt_inbox`) are the only aiomqtt
-users.
+round trip. This module and `bridge.mqtt` (with `mqtt_wire`, `mqtt_inbox`, `mqtt_lean`) are the
+only aiomqtt users.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ through paho's own code, unchanged.
 Profiled at 1,000 requests/s, paho's reading was about two fifths of the bridge's CPU: three
 `recv` calls per packet (command byte, each length byte, body), and per PUBLISH or PUBACK a
 `Properties` (which builds two dicts of 27 entries each time), a `ReasonCode`, and for each
-message a `threading.Condition`. `bridge.mqtt.MqttLink` is the only user.
+message a `threading.Condition`. `bridge.mqtt.MqttLink` uses both sides; the bench's load
+generator reads the same way.
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ class LeanWriter:
         self, topic: str, payload: bytes, qos: int, retain: bool, correlation: bytes | None
     ) -> tuple[int, int, bool]:
         """Queue one PUBLISH: (paho's return code, message id, already published). Raises
-        `ValueError` for what paho refuses (a wildcard, a topic or payload too long)."""
+        `ValueError` for what paho refuses (a wildcard, a topic or payload too long). The
+        correlation data goes out over MQTT 5 only (3.1.1 has no properties)."""
         paho = self._paho
         if qos != 1 or not topic or paho._sock is None:
             info = paho.publish(topic, payload, qos, retain, self._properties(correlation))
