@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from bridge.mqtt_lean import lean_reads
+from bridge.mqtt_lean import LeanWriter, lean_reads
 from bridge.mqtt_wire import no_topic_callbacks, write_from_loop
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -85,6 +85,7 @@ class MqttRequester:
         self.outcome = Outcome()
         self.on_message: Callable[[str, Any, float], None] | None = None
         self._last_rx = 0.0
+        self._writer: LeanWriter | None = None
 
     async def __aenter__(self) -> MqttRequester:
         await self._client.__aenter__()
@@ -92,6 +93,7 @@ class MqttRequester:
         self._client._client.on_message = self._arrived  # as the bridge does: no queue, no task
         no_topic_callbacks(self._client)  # and no reference cycle per reply
         lean_reads(self._client)  # and its lean reader
+        self._writer = LeanWriter(self._client._client)  # and its lean QoS 1 publish
         await self._client.subscribe(f"{self.base}/bridge/response/#", qos=1)
         return self
 
@@ -119,8 +121,9 @@ class MqttRequester:
         self.outcome.sent += 1
 
     def publish_now(self, topic: str, body: bytes) -> None:
-        """paho's non-blocking publish (aiomqtt's `publish` would await each PUBACK)."""
-        self._client._client.publish(topic, body, qos=self.qos)
+        """A non-blocking publish, as the bridge's (aiomqtt's `publish` would await each PUBACK)."""
+        assert self._writer is not None, "not connected"
+        self._writer.publish(topic, body, self.qos, False, None)
 
     def _arrived(self, *args: Any) -> None:
         """paho's on_message (client, userdata, message), called as the socket is read."""

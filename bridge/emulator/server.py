@@ -152,7 +152,7 @@ class Emulator:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http="h11",
+            http="httptools",
             ws="websockets-sansio",
             ws_max_size=1024 * 1024,
             timeout_graceful_shutdown=3,
