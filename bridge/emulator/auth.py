@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -128,6 +129,16 @@ def check_usersig(
     usersig: str, *, sdkappid: int, identifier: str, secret_key: str, now: float
 ) -> None:
     """Raise AuthError with the B.7 code unless the UserSig is valid for this admin right now."""
+    fields = _verified(usersig, sdkappid, identifier, secret_key)
+    if fields["TLS.time"] + fields["TLS.expire"] < now:
+        raise AuthError(USERSIG_EXPIRED, "UserSig expired")
+
+
+@functools.lru_cache(maxsize=64)
+def _verified(usersig: str, sdkappid: int, identifier: str, secret_key: str) -> dict[str, Any]:
+    """The UserSig's fields once its SDKAppID, identifier and signature check out. A client
+    sends the same UserSig for minutes, so the checks are kept per UserSig and key; AuthError is
+    raised afresh every time (lru_cache keeps no exception). Expiry is checked per request."""
     fields = decode_usersig(usersig)
     if fields["TLS.sdkappid"] != sdkappid:
         raise AuthError(USERSIG_WRONG_SDKAPPID, "SDKAppID in the request differs from the UserSig")
@@ -137,5 +148,4 @@ def check_usersig(
     expected = base64.b64encode(digest.digest()).decode()
     if not hmac.compare_digest(expected.encode(), fields["TLS.sig"].encode()):
         raise AuthError(USERSIG_BAD_SIGNATURE, "UserSig verification failed")
-    if fields["TLS.time"] + fields["TLS.expire"] < now:
-        raise AuthError(USERSIG_EXPIRED, "UserSig expired")
+    return fields

@@ -122,6 +122,31 @@ async def test_expired_usersig_is_rejected(emu: Emulator, client: httpx.AsyncCli
     assert answer["ErrorCode"] == 70001
 
 
+async def test_usersig_expiry_is_checked_on_every_call(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """The signature check is kept per UserSig; its expiry must not be."""
+    sig = usersig(emu, expire=100)
+    first = await desk(client, emu, "get_session_state", {"SessionId": "x"}, usersig=sig)
+    assert first["ErrorCode"] == 141005  # past authentication
+    real_wall = emu.state.wall
+    emu.state.wall = lambda: real_wall() + 200
+    try:
+        later = await desk(client, emu, "get_session_state", {"SessionId": "x"}, usersig=sig)
+    finally:
+        emu.state.wall = real_wall
+    assert later["ErrorCode"] == 70001
+
+
+async def test_a_refused_usersig_stays_refused(emu: Emulator, client: httpx.AsyncClient) -> None:
+    fields = decode_usersig(usersig(emu))
+    fields["TLS.expire"] = 999_999
+    bad = _reencode(fields)
+    for _ in range(3):
+        answer = await desk(client, emu, "get_session_state", {}, usersig=bad)
+        assert answer["ErrorCode"] == 70009
+
+
 async def test_usersig_signed_with_another_key_is_rejected(
     emu: Emulator, client: httpx.AsyncClient
 ) -> None:
