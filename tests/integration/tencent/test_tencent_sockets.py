@@ -167,3 +167,27 @@ async def test_a_real_answer_is_parsed(make_http: MakeHttp) -> None:
     [request] = server.requests
     assert request.startswith(b"POST /v4/desk_http_svc/get_session_state?sdkappid=1&")
     assert request.endswith(b'{"SessionId":"s"}')
+
+
+@pytest.mark.parametrize(
+    "sessions", [["x"], [1], [None], [{"SessionId": 5}], [{"SessionId": "ok"}, []], "many"]
+)
+async def test_a_listing_with_a_malformed_entry_is_a_bad_reply(
+    make_http: MakeHttp, sessions: object
+) -> None:
+    """Not a TypeError out of the poll loop: an entry that is no object is refused like one
+    with a mistyped field."""
+    reply: dict[str, object] = {"Header": {"Code": 0}, "Payload": {"Sessions": sessions}}
+    async with serving(reply) as (_, base), make_http() as http:
+        error = await _fails(lambda: _ivh(http, base, Records()).list_sessions())
+    assert error.code == "upstream_error"
+    assert "unexpected response" in error.message
+
+
+async def test_a_listing_is_parsed(make_http: MakeHttp) -> None:
+    entry = {"SessionId": "s1", "SessionStatus": 1, "UserId": "u", "IsSessionStarted": True}
+    reply: dict[str, object] = {"Header": {"Code": 0}, "Payload": {"Sessions": [entry]}}
+    async with serving(reply) as (_, base), make_http() as http:
+        [info] = await _ivh(http, base, Records()).list_sessions()
+    assert (info.session_id, info.session_status, info.user_id) == ("s1", 1, "u")
+    assert info.is_session_started
