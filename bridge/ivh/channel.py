@@ -38,14 +38,14 @@ _SPEECH_BEGUN = frozenset(
 def channel_proxy(url: str) -> str | None:
     """The proxy for a command-channel URL, chosen by websockets' own rules (`get_proxy`: the
     `*_proxy` and `no_proxy` environment) but once per host, not on every connect: the lookup
-    walks the whole environment twice, ~1.6 ms a socket, 3 s of CPU to open 1,000 channels."""
+    walks the whole environment, 0.1-0.3 ms of CPU a socket here, more in a larger one."""
     uri = parse_uri(url)
     return _proxy_for(uri.secure, uri.host, uri.port)
 
 
 @functools.lru_cache(maxsize=16)
 def _proxy_for(secure: bool, host: str, port: int) -> str | None:
-    return get_proxy(WebSocketURI(secure, host, port, "/", "", None, None))
+    return get_proxy(WebSocketURI(secure=secure, host=host, port=port, path="/", query=""))
 
 
 class ChannelHost(Protocol):
