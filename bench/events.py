@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,24 +104,29 @@ async def _pushes(
 class Subscriber:
     """`mosquitto_sub` stamping each event with its arrival time (`%U`): a consumer in C, so
     the bench's own MQTT parsing does not compete with the bridge for the two cores (a Python
-    consumer took 0.6 of a core at 5,000 events/s). Lines are parsed after the run."""
+    consumer took 0.6 of a core at 5,000 events/s). It writes to a file, not a pipe: a pipe
+    holds about 250 events, so whenever the bench process was not scheduled for 50 ms,
+    `mosquitto_sub` blocked on it and stamped what came next late. Lines are parsed after the
+    run."""
 
     def __init__(self, s: Stack, topic: str) -> None:
         self._s = s
         self._topic = topic
-        self._chunks: list[bytes] = []
-        self._lines = 0
+        self._path = s.bridge.workdir / f"events-{uuid.uuid4().hex[:8]}.txt"
+        self._read_upto = 0  # bytes of the file already counted
+        self._lines = 0  # lines so far, events and markers
+        self._events = 0  # event lines so far
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Subscriber:
         port = str(self._s.broker.port)
-        self._proc = await asyncio.create_subprocess_exec(
-            *("mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv5", "--nodelay"),
-            *("-q", "0", "-t", self._topic, "-t", f"{self._s.base}/bench/ready", "-F", "%U %p"),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self._reader = asyncio.create_task(self._read())
+        with self._path.open("wb") as out:  # the child keeps its own descriptor
+            self._proc = await asyncio.create_subprocess_exec(
+                *("mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv5", "--nodelay"),
+                *("-q", "0", "-t", self._topic, "-t", f"{self._s.base}/bench/ready"),
+                *("-F", "%U %p"),
+                stdout=out,
+            )
         await self._ready()
         return self
 
@@ -129,29 +135,35 @@ class Subscriber:
         for _ in range(100):
             self._s.mqtt.publish_now(f"{self._s.base}/bench/ready", b"{}")
             await asyncio.sleep(0.05)
-            if self._lines:
-                self._chunks.clear()
-                self._lines = 0
+            if self._count():
                 return
         raise RuntimeError("mosquitto_sub did not subscribe")
 
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while chunk := await self._proc.stdout.read(1 << 16):
-            self._chunks.append(chunk)
-            self._lines += chunk.count(b"\n")
+    def _count(self) -> int:
+        """Read what the file gained since the last look; the lines so far."""
+        with self._path.open("rb") as f:
+            f.seek(self._read_upto)
+            chunk = f.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        self._read_upto += len(whole)
+        self._lines += whole.count(b"\n")
+        self._events += whole.count(b'"bench_t"')
+        return self._lines
 
     async def wait_for(self, count: int, *, timeout: float) -> None:
         """Until `count` events arrived, or `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while self._lines < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            self._count()
+            if self._events >= count:
+                return
             await asyncio.sleep(0.05)
 
     def latencies(self) -> tuple[list[float], list[float]]:
         """Each event's latency in seconds, and the last arrival time (in a list)."""
         latencies: list[float] = []
         last = 0.0
-        for line in b"".join(self._chunks).splitlines():
+        for line in self._path.read_bytes().splitlines():
             stamp, _, payload = line.partition(b" ")
             sent = json.loads(payload).get("data", {}).get("bench_t")
             if isinstance(sent, float):
@@ -163,5 +175,3 @@ class Subscriber:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             await self._proc.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
