@@ -195,10 +195,10 @@ class SessionChannel:
 
     def _note_speech(self, event_type: str, data: dict[str, Any]) -> None:
         """A drive has started speaking (or failed): an interrupt may now be sent."""
-        req_id = data.get("req_id")
-        if req_id not in self._starting:
-            return
-        if event_type == "drive_failed" or data.get("speak_status") in _SPEECH_BEGUN:
+        req_id, status = data.get("req_id"), data.get("speak_status")
+        if not isinstance(req_id, str) or req_id not in self._starting:
+            return  # (a list or an object in a frame's field is no id, and is unhashable)
+        if event_type == "drive_failed" or (isinstance(status, str) and status in _SPEECH_BEGUN):
             self._starting.discard(req_id)
             if not self._starting:
                 self._started.set()

@@ -84,11 +84,17 @@ def _event_type(body: dict[str, Any]) -> str:
     return _EVENT_BY_TYPE.get(kind, "downstream") if isinstance(kind, int) else "downstream"
 
 
+_SCALARS = (str, int, float, type(None))
+
+
 def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
     """Speak-status frames are re-sent after a reconnect (A.4): they de-duplicate on this key."""
     if body.get("Type") != 3:
         return None
-    return (body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType"))
+    key = (body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType"))
+    # A list or an object where the protocol has a string or a number cannot be a key: such a
+    # frame is published as it is, without de-duplication.
+    return key if all(isinstance(part, _SCALARS) for part in key) else None
 
 
 def utf8_len(text: str) -> int:

@@ -265,3 +265,36 @@ async def test_a_stream_lives_as_long_as_the_sessions_stream_max_interval(world:
     assert later[slow]["data"]["seq"] == 2
     assert later[fast]["data"]["req_id"] != first[fast]["data"]["req_id"]
     assert later[fast]["data"]["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"Type": 3, "ReqId": ["a"], "SpeakStatus": "TextStart"},
+        {"Type": 3, "ReqId": "r", "SpeakStatus": {"x": 1}, "Seq": [1]},
+        {"Type": 4, "ReqId": {"nested": True}, "Content": "x"},
+    ],
+)
+async def test_odd_frame_fields_become_events_and_keep_the_socket(
+    world: World, odd: dict[str, Any]
+) -> None:
+    """A frame whose fields are lists or objects where the protocol has strings: an event like
+    any other, and the socket stays up (it was a TypeError in the read loop: a reconnect, and
+    then the cloud's replay of the same frame)."""
+    w = world
+    sid = await create_started(w, "kiosk-odd")
+    await w.admin.call("POST", f"/ivh/sessions/{sid}/push", {"frame": odd})
+    await w.admin.call("POST", f"/ivh/sessions/{sid}/push", {"frame": {"Type": 4, "Content": "ok"}})
+    await wait_event(w, sid, lambda e: e["data"].get("content") == "ok")
+    odd_events = [
+        e
+        for e in events(w, sid)
+        if e["data"].get("raw", {}).get("Payload") == {"SessionId": sid, **odd}
+    ]
+    assert len(odd_events) == 1, events(w, sid)
+    opened = [
+        e
+        for e in await w.admin.journal("commandchannel")
+        if e["kind"] == "ws_open" and e["session_id"] == sid
+    ]
+    assert len(opened) == 1  # never reconnected
