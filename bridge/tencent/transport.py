@@ -119,8 +119,11 @@ def as_int(value: object) -> int | None:
     """An int, or a string holding one; anything else is None."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit():  # not "--5", not "²" (a digit int() refuses)
+            return int(text)
     return None
 
 

@@ -191,3 +191,25 @@ async def test_a_listing_is_parsed(make_http: MakeHttp) -> None:
         [info] = await _ivh(http, base, Records()).list_sessions()
     assert (info.session_id, info.session_status, info.user_id) == ("s1", 1, "u")
     assert info.is_session_started
+
+
+@pytest.mark.parametrize("code", ["--5", "\u00b2", "1-", "", " ", "0x10", 1.5, [0], None])
+async def test_an_odd_business_code_is_a_bad_reply(make_http: MakeHttp, code: object) -> None:
+    """A code that is no integer: refused as a bad reply by both clients, never a ValueError
+    out of the call (the poll loop would have restarted the IVH feature with it)."""
+    ivh_reply: dict[str, object] = {"Header": {"Code": code}, "Payload": {"SessionId": "m1"}}
+    async with serving(ivh_reply) as (_, base), make_http() as http:
+        error = await _fails(lambda: _ivh(http, base, Records()).stat_session("m1"))
+    assert error.code == "upstream_error"
+    desk_reply: dict[str, object] = {"ActionStatus": "OK", "ErrorCode": code, "SessionId": "s"}
+    async with serving(desk_reply) as (_, base), make_http() as http:
+        error = await _fails(lambda: _desk(http, base, Records()).get_session_state(session_id="s"))
+    assert error.code == "upstream_error"
+
+
+@pytest.mark.parametrize("code", ["0", " 0 ", 0, "-0"])
+async def test_a_zero_code_in_any_spelling_is_success(make_http: MakeHttp, code: object) -> None:
+    reply: dict[str, object] = {"ActionStatus": "OK", "ErrorCode": code, "CurrentState": "Queuing"}
+    async with serving(reply) as (_, base), make_http() as http:
+        state = await _desk(http, base, Records()).get_session_state(session_id="s")
+    assert state.raw_state == "Queuing"
