@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from bridge import jsontext
 from bridge.cli_common import config_option, load_or_exit
 from bridge.config import Settings
 from bridge.mqtt_client import BrokerError, ToolClient, request
@@ -95,7 +96,7 @@ def request_command(config_path: Path | None, action: str, payload: str, timeout
 
 def _parse_payload(payload: str) -> dict[str, Any]:
     try:
-        params = json.loads(payload)
+        params = jsontext.loads(payload)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from exc
     if not isinstance(params, dict):

@@ -9,7 +9,6 @@ in arrival order (asyncio starts tasks FIFO): per-session streams rely on that.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bridge import jsontext
 from bridge.actions import BoundAction, Payload, Registry
 from bridge.config import BridgeConfig
 from bridge.dedup import Deduplicator
@@ -221,7 +221,7 @@ class Dispatcher:
 
 def _json_object_or_empty(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = jsontext.loads(raw)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

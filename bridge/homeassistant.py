@@ -12,11 +12,10 @@ Keys follow Home Assistant's documented device discovery schema (`dev`, `o`, `cm
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
-from bridge import __version__
+from bridge import __version__, jsontext
 from bridge.envelope import Publisher, dumps
 from bridge.ivh.tracker import SessionState
 from bridge.mqtt_inbox import Inbound
@@ -78,7 +77,7 @@ class HomeAssistant:
     def _owned(self, payload: bytes) -> bool:
         """Whether a retained config is one of this bridge's session devices (by its topics)."""
         try:
-            status = json.loads(payload)["cmps"]["status"]["state_topic"]
+            status = jsontext.loads(payload)["cmps"]["status"]["state_topic"]
         except (ValueError, TypeError, KeyError):
             return False
         head, tail = f"{self._topics.base}/ivh/", "/state"

@@ -19,6 +19,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge import jsontext
 from bridge.config import MqttConfig
 from bridge.mqtt_inbox import Inbound, inbound
 from bridge.mqtt_wire import tls_context
@@ -134,7 +135,7 @@ def _match(
     if msg.topic != topic or not msg.payload:
         return None
     with contextlib.suppress(ValueError):
-        data = json.loads(msg.payload)
+        data = jsontext.loads(msg.payload)
         if not isinstance(data, dict):
             return None
         if v5 and msg.correlation_data == token.encode():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge import jsontext
 from bridge.actions import Payload
 from bridge.errors import RequestError, validation_problems
 from bridge.mqtt_inbox import Inbound
@@ -85,7 +85,7 @@ def _parse_json(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = jsontext.loads(text)
     except ValueError as exc:
         raise RequestError(f"payload is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(value, dict):

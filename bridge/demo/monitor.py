@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from bridge import jsontext
 from bridge.mqtt_client import ToolClient
 from bridge.mqtt_inbox import Inbound
 from bridge.topics import SHORTHANDS
@@ -46,7 +46,7 @@ def decode(payload: bytes) -> Any:
     """JSON when it is JSON, else the text."""
     text = payload.decode("utf-8", errors="replace")
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         return text
 

@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bridge import jsontext
+
 # Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
 # <= 2000 bytes per the current zh doc (the older EN doc says 1000 [D]; we follow the newer).
 SEND_TEXT_MAX_BYTES = 4000
@@ -63,7 +65,7 @@ class Downstream:
 def parse_downstream(raw: str | bytes) -> Downstream:
     """Classify a frame; a `Payload` dict is used when present, else the top level (A.6)."""
     try:
-        frame = json.loads(raw)
+        frame = jsontext.loads(raw)
     except ValueError:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return Downstream("downstream", {"raw": text, "error": "not JSON"}, None)

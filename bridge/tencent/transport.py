@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from bridge import jsontext
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.codes import CodeInfo, http_status_info
 from bridge.tencent.lean import LeanClient
@@ -175,7 +176,7 @@ def check_reply(
 
 def _json_bytes(raw: bytes) -> Mapping[str, Any] | None:
     try:
-        body = json.loads(raw)
+        body = jsontext.loads(raw)
     except ValueError:
         return None
     return body if isinstance(body, dict) else None

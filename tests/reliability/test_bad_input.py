@@ -27,6 +27,8 @@ CORPUS: list[tuple[str, bytes, str]] = [
     (f"desk/{SID}/stream", b"\xff\xfe\xfd", "invalid_json"),
     (f"ivh/{SID}/text", b"\xed\xa0\x80", "invalid_json"),  # an encoded surrogate
     (f"desk/{SID}/get", b"{not json}", "invalid_json"),
+    (REQ + "desk/get_session_state", b"[" * 30_000, "invalid_json"),  # RecursionError in json
+    (REQ + "bridge/health_check", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000, "invalid_json"),
     # not an object, wrong types
     (REQ + "desk/get_session_state", b"[]", "invalid_payload"),
     (REQ + "desk/get_session_state", b'"sess-1"', "invalid_payload"),

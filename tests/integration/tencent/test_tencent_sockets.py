@@ -50,9 +50,10 @@ def _closed_port() -> int:
 
 
 class TinyServer:
-    """An HTTP/1.1 server on port 0: counts requests, answers `reply` (or never, if None)."""
+    """An HTTP/1.1 server on port 0: counts requests, answers `reply` (JSON of a dict, bytes as
+    they are, or never, if None)."""
 
-    def __init__(self, reply: dict[str, object] | None) -> None:
+    def __init__(self, reply: dict[str, object] | bytes | None) -> None:
         self.reply = reply
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
@@ -75,14 +76,14 @@ class TinyServer:
         if self.reply is None:
             await reader.read()  # silent: wait until the client gives up
             return
-        body = json.dumps(self.reply).encode()
+        body = self.reply if isinstance(self.reply, bytes) else json.dumps(self.reply).encode()
         status = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
         writer.write(status.encode() + b"Content-Type: application/json\r\n\r\n" + body)
         await writer.drain()
 
 
 @contextlib.asynccontextmanager
-async def serving(reply: dict[str, object] | None) -> AsyncIterator[tuple[TinyServer, str]]:
+async def serving(reply: dict[str, object] | bytes | None) -> AsyncIterator[tuple[TinyServer, str]]:
     """Run a TinyServer; yield it and its base URL; close every connection on exit."""
     tiny = TinyServer(reply)
     server = await asyncio.start_server(tiny.handle, "127.0.0.1", 0)
@@ -213,3 +214,11 @@ async def test_a_zero_code_in_any_spelling_is_success(make_http: MakeHttp, code:
     async with serving(reply) as (_, base), make_http() as http:
         state = await _desk(http, base, Records()).get_session_state(session_id="s")
     assert state.raw_state == "Queuing"
+
+
+async def test_a_reply_nested_too_deep_is_a_bad_reply(make_http: MakeHttp) -> None:
+    """Deeper than the JSON parser's recursion limit: a reply that does not parse."""
+    nested = b'{"Header": {"Code": 0}, "Payload": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    async with serving(nested) as (_, base), make_http() as http:
+        error = await _fails(lambda: _ivh(http, base, Records()).stat_session("m1"))
+    assert error.code == "upstream_error"

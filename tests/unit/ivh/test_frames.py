@@ -85,3 +85,8 @@ def test_garbage_becomes_a_downstream_event(raw: str | bytes) -> None:
 )
 def test_speech_role(command: str, data: dict[str, object], role: tuple[bool, bool]) -> None:
     assert speech_role(command, data) == role
+
+
+def test_a_frame_nested_too_deep_is_not_json() -> None:
+    frame = parse_downstream("[" * 30_000 + "]" * 30_000)
+    assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
