@@ -118,13 +118,13 @@ def expired(msg: Inbound, data: dict[str, Any]) -> bool:
 def _epoch(value: Any) -> float:
     if isinstance(value, bool):
         raise RequestError("expires_at must be epoch seconds or an ISO 8601 time")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
+    except (ValueError, OverflowError):  # not a time; or past what a float or a date holds
+        pass
     raise RequestError("expires_at must be epoch seconds or an ISO 8601 time")
 
 

@@ -94,6 +94,7 @@ CORPUS: list[tuple[str, bytes, str]] = [
         b'{"session_id": "a", "expires_at": "soon"}',
         "invalid_payload",
     ),
+    (REQ + "bridge/health_check", b'{"expires_at": 1' + b"0" * 400 + b"}", "invalid_payload"),
 ]
 
 # unknown or malformed request topics: no action to answer for, so a bridge event
