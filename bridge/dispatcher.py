@@ -114,7 +114,8 @@ class Dispatcher:
         ctx = RequestContext.start(route, msg, self._topics)
         try:
             return self._check(route, msg, ctx, busy)
-        except BridgeError as err:
+        except Exception as exc:  # a bug in the checks still gets an answer, never silence
+            err = exc if isinstance(exc, BridgeError) else _unexpected(msg, exc)
             if ctx.transaction is None and len(msg.payload) <= self._config.max_payload:
                 ctx.bind(_json_object_or_empty(msg.payload))
             self.reply_error(ctx, err)
@@ -217,6 +218,11 @@ class Dispatcher:
             if pending:
                 log.warning("shutdown: %d actions cancelled after %.1fs", len(pending), grace)
                 await asyncio.wait(pending)
+
+
+def _unexpected(msg: Inbound, exc: Exception) -> BridgeError:
+    log.error("unexpected error checking a message on %s", msg.topic, exc_info=exc)
+    return BridgeError("internal error; see the bridge log")
 
 
 def _json_object_or_empty(raw: bytes) -> dict[str, Any]:

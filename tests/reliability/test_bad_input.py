@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge import dispatcher
 from tests.support import figures
 from tests.support.mqtt_probe import Received
 from tests.support.world import World
@@ -216,3 +218,28 @@ async def test_mqtt5_properties_of_the_wrong_kind(world: World) -> None:
     assert not bounced, "an answer was published on a command topic"
     answers = w.probe.on("bridge/response/bridge/health_check")
     assert len(answers) == len(cases) + 1  # one answer each, nothing came back as a request
+
+
+async def test_a_bug_in_the_checks_is_answered_not_dropped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong before an action runs, the request gets an answer (internal_error,
+    with its transaction), as a failing action does."""
+
+    def broken(*_: object) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dispatcher, "expired", broken)
+    w = world
+    start = len(w.probe.messages)
+    await w.probe.publish(REQ + "bridge/health_check", b'{"transaction": "t-1"}')
+    body = (await _answer(w, REQ + "bridge/health_check", start)).json()
+    assert (body["status"], body["error"]["code"], body["transaction"]) == (
+        "error",
+        "internal_error",
+        "t-1",
+    )
+    monkeypatch.undo()
+    start = len(w.probe.messages)
+    await w.probe.publish(REQ + "bridge/health_check", b'{"transaction": "t-2"}')
+    assert (await _answer(w, REQ + "bridge/health_check", start)).json()["status"] == "ok"
