@@ -227,7 +227,7 @@ def _unexpected(msg: Inbound, exc: Exception) -> BridgeError:
 
 def _json_object_or_empty(raw: bytes) -> dict[str, Any]:
     try:
-        value = jsontext.loads(raw)
+        value = jsontext.loads(raw, max_depth=jsontext.MAX_DEPTH)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

@@ -85,7 +85,7 @@ def _parse_json(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = jsontext.loads(text)
+        value = jsontext.loads(text, max_depth=jsontext.MAX_DEPTH)
     except ValueError as exc:
         raise RequestError(f"payload is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(value, dict):

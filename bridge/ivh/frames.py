@@ -65,7 +65,7 @@ class Downstream:
 def parse_downstream(raw: str | bytes) -> Downstream:
     """Classify a frame; a `Payload` dict is used when present, else the top level (A.6)."""
     try:
-        frame = jsontext.loads(raw)
+        frame = jsontext.loads(raw, max_depth=jsontext.MAX_DEPTH)
     except ValueError:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return Downstream("downstream", {"raw": text, "error": "not JSON"}, None)

@@ -31,6 +31,12 @@ CORPUS: list[tuple[str, bytes, str]] = [
     (f"desk/{SID}/get", b"{not json}", "invalid_json"),
     (REQ + "desk/get_session_state", b"[" * 30_000, "invalid_json"),  # RecursionError in json
     (REQ + "bridge/health_check", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000, "invalid_json"),
+    # parsed, but echoed in the reply the encoder could not write: refused as too deep
+    (
+        REQ + "bridge/health_check",
+        b'{"transaction": ' + b"[" * 900 + b"]" * 900 + b"}",
+        "invalid_json",
+    ),
     # not an object, wrong types
     (REQ + "desk/get_session_state", b"[]", "invalid_payload"),
     (REQ + "desk/get_session_state", b'"sess-1"', "invalid_payload"),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bridge.envelope import dumps
 from bridge.ivh.frames import drive, heartbeat, parse_downstream, snake, speech_role
 
 
@@ -90,3 +91,9 @@ def test_speech_role(command: str, data: dict[str, object], role: tuple[bool, bo
 def test_a_frame_nested_too_deep_is_not_json() -> None:
     frame = parse_downstream("[" * 30_000 + "]" * 30_000)
     assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
+
+
+def test_a_frame_too_deep_to_echo_is_not_json_and_its_event_can_be_written() -> None:
+    frame = parse_downstream('{"Type": 4, "Content": ' + "[" * 900 + "]" * 900 + "}")
+    assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
+    dumps({"type": frame.event_type, "data": frame.data})  # what the emitter does with it
