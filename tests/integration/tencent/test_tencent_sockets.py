@@ -1,4 +1,4 @@
-"""The clients over real sockets: connection refused, a silent server, a real HTTP answer."""
+"""The clients over real sockets: connection refused, a silent server, real and generated answers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
@@ -222,3 +224,94 @@ async def test_a_reply_nested_too_deep_is_a_bad_reply(make_http: MakeHttp) -> No
     async with serving(nested) as (_, base), make_http() as http:
         error = await _fails(lambda: _ivh(http, base, Records()).stat_session("m1"))
     assert error.code == "upstream_error"
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_CODE = (
+    st.sampled_from([0, "0", 1, 100005, 141005, 70001, -1, "x", None])
+    | st.text(alphabet=" -+0123456789\u00b2\u0661", max_size=4)
+    | _ANY_JSON
+)
+_IVH_PAYLOAD = st.fixed_dictionaries(
+    {},
+    optional={
+        "SessionId": _ANY_JSON | st.just("m1"),
+        "SessionStatus": _ANY_JSON | st.sampled_from([1, 2, 3, "1"]),
+        "Sessions": _ANY_JSON
+        | st.lists(_ANY_JSON, min_size=1, max_size=3)
+        | st.lists(
+            st.dictionaries(
+                st.sampled_from(
+                    ["SessionId", "SessionStatus", "UserId", "IsSessionStarted", "DriverType"]
+                ),
+                _ANY_JSON,
+            )
+        ),
+        "PlayStreamAddr": _ANY_JSON,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    code=st.sampled_from([0, "0"]) | _CODE,
+    payload=_IVH_PAYLOAD | _ANY_JSON,
+    desk=st.dictionaries(
+        st.sampled_from(
+            [
+                "ActionStatus",
+                "ErrorCode",
+                "ErrorInfo",
+                "SessionId",
+                "CurrentState",
+                "AgentId",
+                "MsgKey",
+            ]
+        ),
+        _ANY_JSON | _CODE,
+    ),
+)
+def test_any_reply_is_an_answer_or_an_upstream_error(
+    code: object, payload: object, desk: dict[str, object]
+) -> None:
+    """Whatever JSON the gateway answers, each client call returns or raises UpstreamError:
+    nothing else escapes into the bridge (the poll loop, an action, a channel)."""
+
+    async def ivh_calls(client: IvhClient) -> None:
+        for call in (
+            lambda: client.stat_session("m1"),
+            client.list_sessions,
+            lambda: client.create_session(
+                virtualman_project_id="p", user_id="u", protocol="webrtc", driver_type=1
+            ),
+            lambda: client.close_session("m1"),
+        ):
+            with contextlib.suppress(UpstreamError):
+                await call()
+
+    async def desk_calls(client: DeskClient) -> None:
+        for call in (
+            lambda: client.get_session_state(session_id="s"),
+            lambda: client.send_stream_msg(session_id="s", chunk="c"),
+        ):
+            with contextlib.suppress(UpstreamError):
+                await call()
+
+    async def run() -> None:
+        reply = {"Header": {"Code": code}, "Payload": payload}
+        async with (
+            serving(reply) as (_, base),
+            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+        ):
+            await ivh_calls(_ivh(http, base, Records()))
+        async with (
+            serving(desk) as (_, base),
+            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+        ):
+            await desk_calls(_desk(http, base, Records()))
+
+    asyncio.run(run())
