@@ -1,4 +1,4 @@
-"""The clients over real sockets: connection refused, a silent server, real and generated answers."""
+"""The clients over real sockets: refused, silent, real and generated answers."""
 
 from __future__ import annotations
 
