@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.envelope import dumps
 from bridge.ivh.frames import drive, heartbeat, parse_downstream, snake, speech_role
@@ -97,3 +100,31 @@ def test_a_frame_too_deep_to_echo_is_not_json_and_its_event_can_be_written() -> 
     frame = parse_downstream('{"Type": 4, "Content": ' + "[" * 900 + "]" * 900 + "}")
     assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
     dumps({"type": frame.event_type, "data": frame.data})  # what the emitter does with it
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=10,
+)
+_FRAMES = st.fixed_dictionaries(
+    {},
+    optional={
+        "Type": st.sampled_from([3, 4, 9]) | _VALUES,
+        "ReqId": _VALUES,
+        "SpeakStatus": st.sampled_from(["TextStart", "Error"]) | _VALUES,
+        "Seq": _VALUES,
+        "FinalType": _VALUES,
+        "ErrorCode": _VALUES,
+    },
+)
+
+
+@given(_FRAMES, st.booleans())
+def test_any_frame_gives_an_event_that_can_be_written(fields: dict[str, Any], wrap: bool) -> None:
+    """Whatever the cloud sends: an event the emitter can write, and a replay key (if any)
+    that can be looked up."""
+    frame = parse_downstream(json.dumps({"Payload": fields} if wrap else fields))
+    dumps({"type": frame.event_type, "data": frame.data})
+    if frame.replay_key is not None:
+        hash(frame.replay_key)
