@@ -9,6 +9,10 @@ from typing import Any
 MAX_DEPTH = 64
 
 
+class TooDeep(ValueError):
+    """JSON nested deeper than the parser manages, or than the caller's `max_depth`."""
+
+
 def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
     """`json.loads`, except that a document nested too deep raises ValueError like any other
     malformed one: deeper than the parser's recursion limit (RecursionError, which callers
@@ -18,9 +22,9 @@ def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
     try:
         value = json.loads(raw)
     except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
+        raise TooDeep("JSON nested too deeply") from exc
     if max_depth is not None and _brackets(raw) > max_depth and _deeper(value, max_depth):
-        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels")
     return value
 
 

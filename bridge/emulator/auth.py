@@ -129,16 +129,17 @@ def check_usersig(
     usersig: str, *, sdkappid: int, identifier: str, secret_key: str, now: float
 ) -> None:
     """Raise AuthError with the B.7 code unless the UserSig is valid for this admin right now."""
-    fields = _verified(usersig, sdkappid, identifier, secret_key)
-    if fields["TLS.time"] + fields["TLS.expire"] < now:
+    issued, lifetime = _verified(usersig, sdkappid, identifier, secret_key)
+    if issued + lifetime < now:
         raise AuthError(USERSIG_EXPIRED, "UserSig expired")
 
 
 @functools.lru_cache(maxsize=64)
-def _verified(usersig: str, sdkappid: int, identifier: str, secret_key: str) -> dict[str, Any]:
-    """The UserSig's fields once its SDKAppID, identifier and signature check out. A client
-    sends the same UserSig for minutes, so the checks are kept per UserSig and key; AuthError is
-    raised afresh every time (lru_cache keeps no exception). Expiry is checked per request."""
+def _verified(usersig: str, sdkappid: int, identifier: str, secret_key: str) -> tuple[int, int]:
+    """`TLS.time` and `TLS.expire` once the UserSig's SDKAppID, identifier and signature check
+    out. A client sends the same UserSig for minutes, so the checks are kept per UserSig and
+    key; AuthError is raised afresh every time (lru_cache keeps no exception). Expiry is checked
+    per request."""
     fields = decode_usersig(usersig)
     if fields["TLS.sdkappid"] != sdkappid:
         raise AuthError(USERSIG_WRONG_SDKAPPID, "SDKAppID in the request differs from the UserSig")
@@ -148,4 +149,4 @@ def _verified(usersig: str, sdkappid: int, identifier: str, secret_key: str) -> 
     expected = base64.b64encode(digest.digest()).decode()
     if not hmac.compare_digest(expected.encode(), fields["TLS.sig"].encode()):
         raise AuthError(USERSIG_BAD_SIGNATURE, "UserSig verification failed")
-    return fields
+    return fields["TLS.time"], fields["TLS.expire"]

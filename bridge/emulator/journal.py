@@ -68,14 +68,15 @@ class Journal:
         """Append one entry; ``size`` is the payload's byte count, for the memory bound."""
         index = self.next_index
         entry = {"index": index, "ts": time.time(), "kind": kind, **fields}
+        encoded = json.dumps(entry, default=str).encode()  # first: if it fails, nothing is kept
         path, sid = fields.get("path"), fields.get("session_id")
-        cost = size + _ENTRY_OVERHEAD
         self.next_index += 1
         self._indexes.append(index)
         self._kinds.append(kind)
         self._paths.append(path if isinstance(path, str) else None)
         self._sids.append(sid if isinstance(sid, str) else None)
-        self._encoded.append(json.dumps(entry, default=str).encode())
+        self._encoded.append(encoded)
+        cost = size + _ENTRY_OVERHEAD
         self._costs.append(cost)
         self._bytes += cost
         while len(self._indexes) > self._max_entries or self._bytes > self._max_bytes:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -35,12 +35,17 @@ _SPEECH_BEGUN = frozenset(
 )
 
 
-def channel_proxy(url: str) -> str | None:
+def channel_proxy(url: str) -> str | Literal[True] | None:
     """The proxy for a command-channel URL, chosen by websockets' own rules (`get_proxy`: the
     `*_proxy` and `no_proxy` environment) but once per host, not on every connect: the lookup
-    walks the whole environment, 0.1-0.3 ms of CPU a socket here, more in a larger one."""
-    uri = parse_uri(url)
-    return _proxy_for(uri.secure, uri.host, uri.port)
+    walks the whole environment, 0.1-0.3 ms of CPU a socket here, more in a larger one. Should
+    that helper ever fail (it is websockets' internal), True: `connect` looks it up itself."""
+    try:
+        uri = parse_uri(url)
+        return _proxy_for(uri.secure, uri.host, uri.port)
+    except Exception:
+        log.debug("proxy lookup failed; websockets will look it up", exc_info=True)
+        return True
 
 
 @functools.lru_cache(maxsize=16)

@@ -66,9 +66,10 @@ def parse_downstream(raw: str | bytes) -> Downstream:
     """Classify a frame; a `Payload` dict is used when present, else the top level (A.6)."""
     try:
         frame = jsontext.loads(raw, max_depth=jsontext.MAX_DEPTH)
-    except ValueError:
+    except ValueError as exc:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return Downstream("downstream", {"raw": text, "error": "not JSON"}, None)
+        error = "nested too deeply" if isinstance(exc, jsontext.TooDeep) else "not JSON"
+        return Downstream("downstream", {"raw": text, "error": error}, None)
     if not isinstance(frame, dict):
         return Downstream("downstream", {"raw": frame}, None)
     inner = frame.get("Payload")

@@ -6,6 +6,7 @@ Desk URLs a UserSig (a bearer credential), so neither may reach a message or a l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -124,7 +125,8 @@ def as_int(value: object) -> int | None:
         text = value.strip()
         digits = text[1:] if text.startswith("-") else text
         if digits.isascii() and digits.isdigit():  # not "--5", not "²" (a digit int() refuses)
-            return int(text)
+            with contextlib.suppress(ValueError):  # nor 5,000 digits, past int()'s limit
+                return int(text)
     return None
 
 

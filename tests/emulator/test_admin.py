@@ -186,6 +186,19 @@ def test_journal_entries_are_nothing_the_collector_tracks() -> None:
     assert len(journal) == 1000
 
 
+def test_a_record_that_cannot_be_written_leaves_the_journal_whole() -> None:
+    from bridge.emulator.journal import Journal
+
+    journal = Journal()
+    journal.record("http", path="/a")
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular"):
+        journal.record("http", path="/b", body=loop)
+    journal.record("http", path="/c")
+    assert [e["path"] for e in journal.entries()] == ["/a", "/c"]
+
+
 async def test_journal_notes_faults(emu: Emulator, client: httpx.AsyncClient) -> None:
     await _fault(client, path="statsession", http_status=500)
     await ivh(client, emu, "statsession", SessionId="x")

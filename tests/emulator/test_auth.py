@@ -10,11 +10,12 @@ import zlib
 
 import httpx
 import pytest
+import TLSSigAPIv2
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.emulator import Emulator
-from bridge.emulator.auth import AuthError, decode_usersig, ivh_signature
+from bridge.emulator.auth import AuthError, check_usersig, decode_usersig, ivh_signature
 from tests.emulator.helpers import IVH, code, desk, reference_signature, signed_query, usersig
 
 BODY = {"Header": {}, "Payload": {"ReqId": "d7aa08da33dd4a662ad5be508c5b77cf"}}
@@ -138,13 +139,19 @@ async def test_usersig_expiry_is_checked_on_every_call(
     assert later["ErrorCode"] == 70001
 
 
-async def test_a_refused_usersig_stays_refused(emu: Emulator, client: httpx.AsyncClient) -> None:
-    fields = decode_usersig(usersig(emu))
-    fields["TLS.expire"] = 999_999
-    bad = _reencode(fields)
-    for _ in range(3):
-        answer = await desk(client, emu, "get_session_state", {}, usersig=bad)
-        assert answer["ErrorCode"] == 70009
+def test_a_usersig_accepted_under_one_key_is_refused_under_another() -> None:
+    """The kept checks are per key: what passed for one secret key is checked afresh."""
+    api = TLSSigAPIv2.TLSSigAPIv2(1400000001, "first-key")
+    sig = api.gen_sig("administrator", 600)
+    now = time.time()
+    check_usersig(
+        sig, sdkappid=1400000001, identifier="administrator", secret_key="first-key", now=now
+    )
+    with pytest.raises(AuthError) as refused:
+        check_usersig(
+            sig, sdkappid=1400000001, identifier="administrator", secret_key="other-key", now=now
+        )
+    assert refused.value.code == 70009
 
 
 async def test_usersig_signed_with_another_key_is_rejected(

@@ -196,7 +196,9 @@ async def test_a_listing_is_parsed(make_http: MakeHttp) -> None:
     assert info.is_session_started
 
 
-@pytest.mark.parametrize("code", ["--5", "\u00b2", "1-", "", " ", "0x10", 1.5, [0], None])
+@pytest.mark.parametrize(
+    "code", ["--5", "\u00b2", "1-", "", " ", "0x10", "1" * 5000, 1.5, [0], None]
+)
 async def test_an_odd_business_code_is_a_bad_reply(make_http: MakeHttp, code: object) -> None:
     """A code that is no integer: refused as a bad reply by both clients, never a ValueError
     out of the call (the poll loop would have restarted the IVH feature with it)."""

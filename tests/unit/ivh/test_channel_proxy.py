@@ -63,3 +63,11 @@ def test_environment_read_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(calls) == 1
     channel_proxy(URLS[1])  # another host: its own lookup
     assert len(calls) == 2
+
+
+def test_a_failing_lookup_leaves_it_to_websockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> str | None:
+        raise TypeError("changed signature")
+
+    monkeypatch.setattr("bridge.ivh.channel.get_proxy", broken)
+    assert channel_proxy(URLS[0]) is True  # connect(proxy=True): websockets looks it up

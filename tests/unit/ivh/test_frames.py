@@ -91,14 +91,14 @@ def test_speech_role(command: str, data: dict[str, object], role: tuple[bool, bo
     assert speech_role(command, data) == role
 
 
-def test_a_frame_nested_too_deep_is_not_json() -> None:
+def test_a_frame_nested_too_deep_for_the_parser() -> None:
     frame = parse_downstream("[" * 30_000 + "]" * 30_000)
-    assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
+    assert (frame.event_type, frame.data["error"]) == ("downstream", "nested too deeply")
 
 
-def test_a_frame_too_deep_to_echo_is_not_json_and_its_event_can_be_written() -> None:
+def test_a_frame_too_deep_to_echo_is_refused_and_its_event_can_be_written() -> None:
     frame = parse_downstream('{"Type": 4, "Content": ' + "[" * 900 + "]" * 900 + "}")
-    assert (frame.event_type, frame.data["error"]) == ("downstream", "not JSON")
+    assert (frame.event_type, frame.data["error"]) == ("downstream", "nested too deeply")
     dumps({"type": frame.event_type, "data": frame.data})  # what the emitter does with it
 
 
