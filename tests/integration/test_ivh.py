@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
 
+from bridge.ivh.feature import IvhFeature
+from bridge.tencent.models import SessionInfo
 from tests.support.broker import Broker
 from tests.support.world import World, world_of
 
@@ -298,3 +300,28 @@ async def test_odd_frame_fields_become_events_and_keep_the_socket(
         if e["kind"] == "ws_open" and e["session_id"] == sid
     ]
     assert len(opened) == 1  # never reconnected
+
+
+async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large listing is parsed in one loop step and diffed in another: a command or an event
+    that arrived meanwhile does not wait for both."""
+    feature = world.app.features[0]
+    assert isinstance(feature, IvhFeature)
+    order: list[str] = []
+    real_list, real_apply = feature._client.list_sessions, feature._tracker.apply_list
+
+    async def listing() -> list[SessionInfo]:
+        infos = await real_list()
+        asyncio.get_running_loop().call_soon(order.append, "waiting work")
+        return infos
+
+    def diff(infos: Iterable[SessionInfo]) -> None:
+        order.append("diff")
+        real_apply(infos)
+
+    monkeypatch.setattr(feature._client, "list_sessions", listing)
+    monkeypatch.setattr(feature._tracker, "apply_list", diff)
+    await feature.poll_once()
+    assert order == ["waiting work", "diff"]
