@@ -19,13 +19,12 @@ from pydantic import SecretStr
 
 from bridge.errors import ErrorCode, RequestError, UpstreamError
 from bridge.tencent.codes import desk_code
-from bridge.tencent.models import DeskSessionState, normalise_desk_state
+from bridge.tencent.models import DeskSessionState, as_int, normalise_desk_state
 from bridge.tencent.observe import CallObserver
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
 from bridge.tencent.transport import (
     BAD_REPLY,
     CallContext,
-    as_int,
     check_reply,
     code_error,
     dumps,

@@ -7,6 +7,7 @@ examples disagree in places (e.g. `DriverType` is a string in tables and an int 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -50,11 +51,23 @@ def normalise_desk_state(raw: str | None) -> DeskState:
     return _DESK_STATES.get("".join(raw.split()).casefold(), "unknown")
 
 
+def as_int(value: object) -> int | None:
+    """An int, or a string holding one; anything else is None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit():  # not "--5", not "²" (a digit int() refuses)
+            with contextlib.suppress(ValueError):  # nor 5,000 digits, past int()'s limit
+                return int(text)
+    return None
+
+
 def _lenient_int(value: object) -> object:
     """Accept `3`, `"3"` and `" 3 "`; leave anything else for pydantic to judge."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
+    number = as_int(value) if isinstance(value, str) else None
+    return value if number is None else number
 
 
 LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]

@@ -6,7 +6,6 @@ Desk URLs a UserSig (a bearer credential), so neither may reach a message or a l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -115,19 +114,6 @@ def outcome_unknown(exc: Exception) -> bool:
 def is_retryable(exc: Exception) -> bool:
     """The default rule: a bridge error that says it is retryable."""
     return isinstance(exc, BridgeError) and exc.retryable
-
-
-def as_int(value: object) -> int | None:
-    """An int, or a string holding one; anything else is None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        digits = text[1:] if text.startswith("-") else text
-        if digits.isascii() and digits.isdigit():  # not "--5", not "²" (a digit int() refuses)
-            with contextlib.suppress(ValueError):  # nor 5,000 digits, past int()'s limit
-                return int(text)
-    return None
 
 
 def scrub(text: object, secrets: Iterable[str], limit: int = 200) -> str:
