@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import DISCONNECT, PUBLISH
 from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -20,6 +22,7 @@ INFLIGHT = 256  # publishes awaiting their acknowledgement at most
 # MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight
 # (mosquitto 20, HiveMQ 10) and refuse the rest: stay under the smallest common default.
 QOS2_WINDOW_V311 = 10
+JOIN_LIMIT = 65_536  # bytes per joined packet
 RETAIN_NOT_SUPPORTED = 0x9A  # MQTT 5 reason code: CONNACK refusing a retained will
 
 
@@ -80,6 +83,7 @@ class _LoopWriter:
         self._scheduled = False
         paho = self._paho
         try:
+            coalesce(paho._out_packet)
             paho.loop_write()
         except Exception:
             if self._fallback is not None:
@@ -87,6 +91,49 @@ class _LoopWriter:
             return
         if paho.want_write() and paho._sock is not None:  # socket buffer full: wait for it
             self._loop.add_writer(paho._sock.fileno(), self._flush)
+
+
+def coalesce(queue: deque[Any]) -> None:
+    """Join the packets paho has queued so that one `send` carries many.
+
+    paho writes its queue one packet per `send`, and on loopback each `send` also does the
+    receiving side's TCP work and wakes the broker. When several packets wait in one pass of
+    the loop (events from many channels, PUBACKs for a batch of requests), they now go out in
+    one. A joined packet ends at a packet paho acts on once it is written (a QoS 0 PUBLISH:
+    `on_publish`; DISCONNECT: the close) and takes its command, id and info, so paho does the
+    same when the joined packet is written; the packets before it need nothing. A run stops
+    at `JOIN_LIMIT` bytes: a large packet goes out as it is, and a backlog in pieces.
+    """
+    if len(queue) < 2:
+        return
+    joined: list[dict[str, Any]] = []
+    run: list[dict[str, Any]] = []
+    size = 0
+    for packet in queue:
+        run.append(packet)
+        size += packet["to_process"]
+        if size >= JOIN_LIMIT or _acted_on(packet):
+            joined.append(_joined(run, size))
+            run, size = [], 0
+    if run:
+        joined.append(_joined(run, size))
+    if len(joined) < len(queue):
+        queue.clear()
+        queue.extend(joined)
+
+
+def _acted_on(packet: dict[str, Any]) -> bool:
+    command: int = packet["command"] & 0xF0
+    return (command == PUBLISH and packet["qos"] == 0) or command == DISCONNECT
+
+
+def _joined(run: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """One packet for paho's queue with the bytes of `run` still to send, and the identity of
+    its last packet."""
+    if len(run) == 1:
+        return run[0]
+    data = b"".join(p["packet"][p["pos"] :] if p["pos"] else p["packet"] for p in run)
+    return {**run[-1], "packet": data, "pos": 0, "to_process": size}
 
 
 def publish_size(
