@@ -327,6 +327,7 @@ class IvhFeature:
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:  # FIFO: drives of one session keep their order across awaits
             channel = await self._drivable_channel(sid)
+            channel.check_room()
             command, req_id, data = build()
             starts, interrupt = frames.speech_role(command, data)
             item = channel.enqueue(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import jsontext
+from bridge.tencent.models import as_int
 
 # Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
 # <= 2000 bytes per the current zh doc (the older EN doc says 1000 [D]; we follow the newer).
@@ -76,12 +77,22 @@ def parse_downstream(raw: str | bytes) -> Downstream:
     body: dict[str, Any] = inner if isinstance(inner, dict) else frame
     data = {snake(k): v for k, v in body.items() if isinstance(k, str)}
     data["raw"] = frame
-    return Downstream(_event_type(body), data, _replay_key(body))
+    return Downstream(_event_type(body, _header_code(frame)), data, _replay_key(body))
 
 
-def _event_type(body: dict[str, Any]) -> str:
+def _header_code(frame: dict[str, Any]) -> int | None:
+    """The envelope's `Header.Code` (A.1: where IVH puts errors), if the frame has one."""
+    header = frame.get("Header")
+    return as_int(header.get("Code")) if isinstance(header, dict) else None
+
+
+def _event_type(body: dict[str, Any], header_code: int | None) -> str:
     kind = body.get("Type")
-    failed = body.get("SpeakStatus") == "Error" or body.get("ErrorCode") not in (None, 0, "0")
+    failed = (
+        body.get("SpeakStatus") == "Error"
+        or body.get("ErrorCode") not in (None, 0, "0")
+        or header_code not in (None, 0)
+    )
     if kind == 9 or (failed and kind in (3, None)):
         return "drive_failed"
     return _EVENT_BY_TYPE.get(kind, "downstream") if isinstance(kind, int) else "downstream"

@@ -163,13 +163,39 @@ async def test_text_drives_are_paced(world: World) -> None:
         if e.get("kind") == "ws_in" and _command(e) == "SEND_TEXT"
     ]
     assert len(frames) == 2
-    assert frames[1]["ts"] - frames[0]["ts"] >= 0.95
+    assert frames[1]["ts"] - frames[0]["ts"] > 1.0  # Tencent: more than 1 s apart (A.5)
 
 
 def _command(entry: dict[str, Any]) -> str | None:
     frame = entry.get("frame") or entry.get("body") or {}
     payload = frame.get("Payload", frame) if isinstance(frame, dict) else {}
     return payload.get("Command") if isinstance(payload, dict) else None
+
+
+async def test_a_chunk_refused_for_a_full_queue_leaves_no_gap_in_seq(
+    broker: Broker, base: str
+) -> None:
+    """A stream's Seq counts the chunks sent (A.5: from 1, one ReqId per utterance): a chunk
+    refused because the session's queue is full must not take a number."""
+    channel = {"queue_size": 2, "text_interval": 1.0}
+    async with world_of(broker, base, desk={"enabled": False}, ivh={"channel": channel}) as w:
+        sid = await create_started(w, "kiosk-q")
+        first = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "a"})
+        assert first["status"] == "ok", first
+        paced = asyncio.create_task(
+            w.probe.request("ivh/send_text", {"session_id": sid, "text": "b"})
+        )  # waits about a second behind the first
+        await asyncio.sleep(0.2)
+        chunk = asyncio.create_task(
+            w.probe.request("ivh/stream_text", {"session_id": sid, "text": "one"})
+        )
+        await asyncio.sleep(0.2)
+        refused = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "two"})
+        assert refused["status"] == "error", refused
+        assert (await paced)["status"] == "ok"
+        assert (await chunk)["data"]["seq"] == 1
+        after = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "three"})
+        assert after["data"]["seq"] == 2, after
 
 
 async def test_stream_text_and_interrupt(world: World) -> None:

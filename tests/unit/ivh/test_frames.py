@@ -66,6 +66,28 @@ def test_event_types(body: dict[str, object], event: str) -> None:
     assert all(snake(key) in frame.data for key in body)
 
 
+@pytest.mark.parametrize(
+    ("header", "body", "event"),
+    [
+        ({"Code": 110016, "Message": "drive failed"}, {}, "drive_failed"),
+        ({"Code": "110016"}, {"ReqId": "r"}, "drive_failed"),
+        ({"Code": 110016}, {"Type": 3, "SpeakStatus": "TextStart"}, "drive_failed"),
+        ({"Code": 0, "Message": "ok"}, {"Type": 3, "SpeakStatus": "TextStart"}, "speak_status"),
+        ({"Code": "0"}, {}, "downstream"),
+        ({"Code": 110016}, {"Type": 4, "Text": "hi"}, "llm_content"),
+        ({"Code": None}, {}, "downstream"),
+        ("not an object", {}, "downstream"),
+    ],
+)
+def test_an_error_code_in_the_header_is_a_failed_drive(
+    header: object, body: dict[str, object], event: str
+) -> None:
+    """IVH puts errors in `Header.Code` (A.1); a frame that carries one there is a failure
+    like a Payload `ErrorCode`, for a speak-status frame or one without a type."""
+    frame = parse_downstream(json.dumps({"Header": header, "Payload": body}))
+    assert frame.event_type == event
+
+
 def test_only_speak_status_is_deduplicated() -> None:
     assert parse_downstream(json.dumps({"Type": 4, "ReqId": "r"})).replay_key is None
 
