@@ -20,7 +20,7 @@ class CodeInfo:
     code: ErrorCode
     retryable: bool
     message: str
-    regenerate_usersig: bool = False  # Desk 70001/70003: regenerate once, retry once (B.7)
+    regenerate_usersig: bool = False  # Desk 60004/60005/70001/70003: regenerate, retry once (B.7)
     min_delay: float = 0.0  # the shortest sensible wait before a retry, in seconds
 
 
@@ -67,8 +67,8 @@ DESK_CODES: Mapping[int, CodeInfo] = {
     20006: CodeInfo(_UPSTREAM, False, "message rejected by the app's callback"),
     60002: CodeInfo(_UPSTREAM, False, "bad URL format"),
     60003: CodeInfo(_INVALID, False, "request JSON parse error"),
-    60004: CodeInfo(_AUTH, False, "bad account or signature"),
-    60005: CodeInfo(_AUTH, False, "bad account or signature"),
+    60004: CodeInfo(_AUTH, False, "bad account or signature", regenerate_usersig=True),
+    60005: CodeInfo(_AUTH, False, "bad account or signature", regenerate_usersig=True),
     60006: CodeInfo(_AUTH, False, "SDKAppID invalid"),
     60007: CodeInfo(_RATE, True, "REST call frequency limit exceeded"),
     60008: CodeInfo(_UPSTREAM, True, "service timeout"),

@@ -2,7 +2,8 @@
 
 URL: `<base>/v4/desk_http_svc/<command>?sdkappid=&identifier=&usersig=&random=&contenttype=json`
 with a fresh 32-bit `random` per request. HTTP 200 can still be an error: the result is the
-body's `ErrorCode` (B.1). 70001/70003 regenerate the UserSig once per call, then retry once.
+body's `ErrorCode` (B.1). 60004/60005/70001/70003 regenerate the UserSig once per call, then
+retry once.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class DeskClient:
                 return {}
             if call.usersig_renewed or not _renews_usersig(exc):
                 raise
-        # 70001/70003 (PROTOCOL B.7): the request was rejected, so resending is safe.
+        # 60004/60005/70001/70003 (PROTOCOL B.7): the request was rejected, so resending is safe.
         call.usersig_renewed = True
         self._usersigs.invalidate(usersig)
         logger.info("Desk %s: UserSig rejected, regenerating it once", call.api)

@@ -154,9 +154,12 @@ async def test_desk_retryable_code_is_retried_then_succeeds(cloud: Cloud) -> Non
     assert await cloud.calls("get_session_state") == 3
 
 
-async def test_desk_expired_usersig_is_regenerated_once(cloud: Cloud) -> None:
+@pytest.mark.parametrize("code", [70001, 60004])
+async def test_desk_expired_usersig_is_regenerated_once(cloud: Cloud, code: int) -> None:
+    """B.7: an expired UserSig (70001), or a bad signature in the URL (60004), is answered by
+    regenerating it, once."""
     sid = await cloud.admin.desk_session()
-    await cloud.admin.fault("get_session_state", 1, error_code=70001)
+    await cloud.admin.fault("get_session_state", 1, error_code=code)
     assert (await cloud.desk.get_session_state(session_id=sid)).session_id == sid
     entries = [e for e in await cloud.admin.journal("get_session_state") if e["kind"] == "http"]
     assert len(entries) == 2

@@ -84,7 +84,7 @@ EXPECTED: dict[int, tuple[str, bool]] = {
 }
 # Retried by the backoff loop within the default 30 s deadline (70050 needs a 60 s wait).
 LOOP_RETRIED = {code for code, (_, retryable) in EXPECTED.items() if retryable} - {70050}
-REGENERATES = {70001, 70003}
+REGENERATES = {60004, 60005, 70001, 70003}  # B.7: regenerate the UserSig, then no
 
 
 def test_every_documented_code_is_expected() -> None:
