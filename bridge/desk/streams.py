@@ -3,7 +3,8 @@
 Per session: chunks go out in arrival order, one `send_stream_msg` in flight at a time. Chunks
 that arrive while a call is in flight are joined into the next call, up to the 12 KB body limit
 and never across a `finish`. The first call's MsgKey is used by the rest of the message; the
-call carrying `finish` ends it, and the next chunk starts a new one. Each chunk's future
+call carrying `finish` ends it, and the next chunk starts a new one (also when that call timed
+out, and so may have ended it, or was the bridge's own idle finish). Each chunk's future
 resolves when the call that carried it succeeded, or fails with that call's error: a chunk is
 sent once (the client never blindly retries a chunk, see `stream_retryable`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from bridge.errors import BridgeError, RequestError
 from bridge.tencent.desk import MAX_BODY_BYTES, stream_body_size
 
+log = logging.getLogger(__name__)
 MSG_KEY_ALLOWANCE = 128  # room kept for a MsgKey not known yet
 
 
@@ -144,6 +147,8 @@ class SessionStream:
             )
         except BridgeError as exc:
             _fail(batch.chunks, exc)
+            if batch.finish and (exc.code == "timeout" or batch.chunks[-1].reason == "idle"):
+                self._abandon(batch.chunks[-1].reason, exc)
             return
         except Exception as exc:
             _fail(batch.chunks, BridgeError(f"send_stream_msg failed: {type(exc).__name__}"))
@@ -162,6 +167,21 @@ class SessionStream:
         self.msg_key, self.chunks, self.calls = None, 0, 0
         self._on_finished(self.session_id, {**result, "reason": reason})
         return result
+
+    def _abandon(self, reason: str, exc: BridgeError) -> None:
+        """The finish failed and the message is given up: the next chunk starts a new one.
+
+        After a timeout the finish may have been applied, and every later chunk would carry a
+        MsgKey whose message has ended; an idle finish has nobody to try it again. A finish
+        the cloud refused for certain keeps the message open: sending `finish` again ends it.
+        """
+        log.warning(
+            "desk: giving up the streamed message of %s (%s finish failed: %s)",
+            self.session_id,
+            reason,
+            exc.message,
+        )
+        self.msg_key, self.chunks, self.calls = None, 0, 0
 
     def idle_finish(self) -> asyncio.Future[dict[str, Any] | None]:
         """End an open message that has been quiet too long (an empty chunk with Finish)."""

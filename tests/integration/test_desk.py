@@ -95,6 +95,76 @@ async def test_failed_call_fails_its_chunks_and_the_stream_goes_on(world: World)
     assert msg["text"] == "kept"
 
 
+async def test_a_finish_that_timed_out_ends_the_message_here_too(broker: Broker, base: str) -> None:
+    """The finish was applied but answered too late: the next chunk must start a new message,
+    not carry the MsgKey of one that has ended (which the cloud refuses, for every chunk)."""
+    desk = {"request_timeout": 0.3}
+    async with world_of(broker, base, ivh={"enabled": False}, desk=desk) as w:
+        sid = await w.admin.desk_session()
+        first = await w.probe.request("desk/send_stream", {"session_id": sid, "chunk": "a"})
+        assert first["status"] == "ok", first
+        await w.admin.fault("send_stream_msg", 1, latency_ms=800)
+        late = await w.probe.request("desk/send_stream", {"session_id": sid, "finish": True})
+        assert late["error"]["code"] == "timeout", late
+        await asyncio.sleep(0.7)  # the emulator has applied it by now
+        again = await w.probe.request(
+            "desk/send_stream", {"session_id": sid, "chunk": "b", "finish": True}
+        )
+        assert again["status"] == "ok", again
+        messages = await w.admin.messages(sid)
+        assert [(m["text"], m["finished"]) for m in messages] == [("a", True), ("b", True)]
+
+
+async def test_a_quiet_message_is_finished_by_the_bridge(broker: Broker, base: str) -> None:
+    desk = {"stream_idle_timeout": 0.3}
+    async with world_of(broker, base, ivh={"enabled": False}, desk=desk) as w:
+        sid = await w.admin.desk_session()
+        await w.probe.publish(f"desk/{sid}/stream", b"hello")
+        finished = await w.probe.wait_json(
+            f"desk/{sid}/event", lambda e: e["type"] == "stream_finished", timeout=5
+        )
+        assert finished["data"]["reason"] == "idle" and finished["data"]["chunks"] == 2
+        messages = await w.admin.messages(sid)
+        assert [(m["text"], m["finished"]) for m in messages] == [("hello", True)]
+
+
+async def test_an_idle_finish_that_fails_is_not_tried_forever(broker: Broker, base: str) -> None:
+    """The cloud refuses the bridge's idle finish: the message is given up once (a warning),
+    and the next chunk starts a new message."""
+    desk = {"stream_idle_timeout": 0.5}
+    async with world_of(broker, base, ivh={"enabled": False}, desk=desk) as w:
+        sid = await w.admin.desk_session()
+        await w.probe.publish(f"desk/{sid}/stream", b"hello")
+        async with asyncio.timeout(5):
+            while not await w.admin.journal("send_stream_msg"):
+                await asyncio.sleep(0.02)
+        await w.admin.fault("send_stream_msg", 1, error_code=141004)  # for the idle finish
+        await asyncio.sleep(2.5)  # several idle periods
+        assert len(await w.admin.journal("send_stream_msg")) == 2  # the chunk, one finish
+        done = await w.probe.request(
+            "desk/send_stream", {"session_id": sid, "chunk": "next", "finish": True}
+        )
+        assert done["status"] == "ok", done
+        messages = await w.admin.messages(sid)
+        assert [(m["text"], m["finished"]) for m in messages] == [
+            ("hello", False),
+            ("next", True),
+        ]
+
+
+async def test_a_refused_finish_keeps_the_message_open_for_another(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    await w.probe.request("desk/send_stream", {"session_id": sid, "chunk": "a"})
+    await w.admin.fault("send_stream_msg", 1, error_code=141004)
+    refused = await w.probe.request("desk/send_stream", {"session_id": sid, "finish": True})
+    assert refused["error"]["upstream_code"] == 141004
+    done = await w.probe.request("desk/send_stream", {"session_id": sid, "finish": True})
+    assert done["status"] == "ok", done
+    messages = await w.admin.messages(sid)
+    assert [(m["text"], m["finished"]) for m in messages] == [("a", True)]
+
+
 async def test_state_changes_are_watched_and_end(world: World) -> None:
     w = world
     sid = await w.admin.desk_session(state="chatbot")
