@@ -285,12 +285,12 @@ class SessionChannel:
         self._wake.set()
         return item
 
-    def check_room(self) -> None:
-        """Raise unless a drive can be queued now (before one is built: a streamed chunk's
-        Seq is taken when it is built, and a refused chunk must not leave a gap)."""
+    def check_room(self, count: int = 1) -> None:
+        """Raise unless `count` drives can be queued now (before they are built: a streamed
+        chunk's Seq is taken when it is built, and a refused chunk must not leave a gap)."""
         if self._closed:
             raise ChannelError("the command channel is closed", retryable=False)
-        if len(self._queue) >= self._settings.queue_size:
+        if len(self._queue) + count > self._settings.queue_size:
             raise ChannelError(f"{len(self._queue)} drives are already waiting for this session")
 
     async def wait(self, item: _Drive, wait: float) -> None:

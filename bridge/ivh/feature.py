@@ -297,12 +297,18 @@ class IvhFeature:
 
     @action("ivh/stream_text")
     async def stream_text(self, payload: StreamText) -> dict[str, Any]:
-        """Stream text (SEND_STREAMTEXT): one ReqId per utterance, Seq from 1, final -> IsFinal."""
+        """Stream text (SEND_STREAMTEXT): one ReqId per utterance, Seq from 1, final -> IsFinal.
+        A chunk over 1000 bytes goes out as several frames (see `frames.STREAM_TEXT_*`)."""
         _limit(payload.size, frames.STREAM_TEXT_MAX_BYTES, "text")
-        sid, text, final = payload.session_id, payload.text, payload.final
-        req_id, data = await self._drive(
-            sid, lambda: self._utterances.chunk(sid, text, final=final)
-        )
+        sid, final = payload.session_id, payload.final
+        parts = frames.pieces(payload.text, frames.STREAM_TEXT_FRAME_BYTES)
+        last = len(parts) - 1
+
+        def build() -> list[Drive]:
+            chunk = self._utterances.chunk
+            return [chunk(sid, text, final=final and i == last) for i, text in enumerate(parts)]
+
+        req_id, data = await self._drives(sid, build, count=len(parts))
         return {"req_id": req_id, "seq": data["Seq"], "final": final}
 
     @action("ivh/interrupt")
@@ -320,22 +326,29 @@ class IvhFeature:
         return {"req_id": req_id}
 
     async def _drive(self, sid: str, build: Build) -> tuple[str, dict[str, Any]]:
-        """Check the session, build the drive and queue it in arrival order, then wait.
+        """One drive: see `_drives`."""
+        return await self._drives(sid, lambda: [build()])
+
+    async def _drives(
+        self, sid: str, build: Callable[[], list[Drive]], *, count: int = 1
+    ) -> tuple[str, dict[str, Any]]:
+        """Check the session, build the drives and queue them in arrival order, then wait for
+        the last; its ReqId and Data.
 
         `SEND_TEXT` drives (an interrupt too) are paced `text_interval` apart (PROTOCOL A.5).
         """
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:  # FIFO: drives of one session keep their order across awaits
             channel = await self._drivable_channel(sid)
-            channel.check_room()
-            command, req_id, data = build()
-            starts, interrupt = frames.speech_role(command, data)
-            item = channel.enqueue(
-                frames.drive(sid, command, data, req_id),
-                paced=command == "SEND_TEXT",
-                speaks=req_id if starts else None,
-                interrupt=interrupt,
-            )
+            channel.check_room(count)
+            for command, req_id, data in build():
+                starts, interrupt = frames.speech_role(command, data)
+                item = channel.enqueue(
+                    frames.drive(sid, command, data, req_id),
+                    paced=command == "SEND_TEXT",
+                    speaks=req_id if starts else None,
+                    interrupt=interrupt,
+                )
         wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
         await channel.wait(item, wait)
         return req_id, data

@@ -13,9 +13,11 @@ from bridge import jsontext
 from bridge.tencent.models import as_int
 
 # Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
-# <= 2000 bytes per the current zh doc (the older EN doc says 1000 [D]; we follow the newer).
+# <= 2000 bytes per the current zh doc, <= 1000 per the older EN doc [D]. A chunk may have 2000
+# bytes, and goes out in frames of at most 1000, which both readings accept.
 SEND_TEXT_MAX_BYTES = 4000
 STREAM_TEXT_MAX_BYTES = 2000
+STREAM_TEXT_FRAME_BYTES = 1000
 TERMINAL_SPEAK = frozenset({"TextOver", "AudioOver", "Error"})
 
 _EVENT_BY_TYPE = {3: "speak_status", 4: "llm_content", 5: "llm_thinking", 9: "drive_failed"}
@@ -109,6 +111,22 @@ def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
     # A list or an object where the protocol has a string or a number cannot be a key: such a
     # frame is published as it is, without de-duplication.
     return key if all(isinstance(part, _SCALARS) for part in key) else None
+
+
+def pieces(text: str, limit: int) -> list[str]:
+    """`text` cut into pieces of at most `limit` UTF-8 bytes, between characters."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return [text]
+    out: list[str] = []
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
+            end -= 1
+        out.append(data[start:end].decode("utf-8"))
+        start = end
+    return out
 
 
 def utf8_len(text: str) -> int:

@@ -214,6 +214,31 @@ async def test_stream_text_and_interrupt(world: World) -> None:
     assert nxt["data"]["req_id"] != first["data"]["req_id"] and nxt["data"]["seq"] == 1
 
 
+async def test_a_chunk_over_1000_bytes_goes_out_in_frames_both_doc_versions_accept(
+    world: World,
+) -> None:
+    """SEND_STREAMTEXT Text: <= 2000 bytes (current zh doc), <= 1000 (older EN doc) [D]. A
+    chunk of up to 2000 is taken, and sent as frames of at most 1000 bytes, cut between
+    characters, each with the next Seq; only the last of a final chunk is final."""
+    w = world
+    sid = await create_started(w, "kiosk-big")
+    text = "语" * 600  # 1,800 bytes
+    reply = await w.probe.request(
+        "ivh/stream_text", {"session_id": sid, "text": text, "final": True}
+    )
+    assert reply["status"] == "ok", reply
+    sent = [e for e in await w.admin.journal("") if _command(e) == "SEND_STREAMTEXT"]
+    payloads = [(e.get("frame") or e.get("body") or {})["Payload"] for e in sent]
+    data = [p["Data"] for p in payloads]
+    assert "".join(d["Text"] for d in data) == text
+    assert all(len(d["Text"].encode()) <= 1000 for d in data) and len(data) == 2
+    assert [d["Seq"] for d in data] == [1, 2] and [d["IsFinal"] for d in data] == [False, True]
+    assert {p["ReqId"] for p in payloads} == {reply["data"]["req_id"]}
+    assert reply["data"]["seq"] == 2
+    too_big = await w.probe.request("ivh/stream_text", {"session_id": sid, "text": "x" * 2001})
+    assert too_big["error"]["code"] == "payload_too_large"
+
+
 async def test_drive_limits_and_states(world: World) -> None:
     w = world
     created = await w.probe.request(

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.envelope import dumps
-from bridge.ivh.frames import drive, heartbeat, parse_downstream, snake, speech_role
+from bridge.ivh.frames import drive, heartbeat, parse_downstream, pieces, snake, speech_role
 
 
 def test_drive_frame_has_the_documented_envelope() -> None:
@@ -150,3 +150,13 @@ def test_any_frame_gives_an_event_that_can_be_written(fields: dict[str, Any], wr
     dumps({"type": frame.event_type, "data": frame.data})
     if frame.replay_key is not None:
         hash(frame.replay_key)
+
+
+@given(st.text(max_size=3000), st.integers(4, 1200))
+def test_pieces_cut_between_characters_within_the_limit(text: str, limit: int) -> None:
+    parts = pieces(text, limit)
+    assert "".join(parts) == text
+    assert all(len(p.encode()) <= limit for p in parts)
+    assert all(parts) or parts == [""]
+    # as few as a cut between characters allows: each piece but the last is nearly full
+    assert all(len(p.encode()) > limit - 4 for p in parts[:-1])
