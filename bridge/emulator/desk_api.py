@@ -9,8 +9,9 @@ checks, in order: 60012 no sdkappid, 60006 another sdkappid, 60010 identifier no
 
 - ``get_session_state``: 60003 bad JSON, 141004 neither SessionId nor ClientUserId +
   CustomerServiceId, 141005 unknown or ended session.
-- ``send_stream_msg``: 93000 body over 12 KB, 90001 bad JSON, 141004 bad fields or a MsgKey that
-  is unknown, another session's, or already finished; 141005 unknown or ended session.
+- ``send_stream_msg``: 93000 body over 12,000 bytes, 90001 bad JSON, 141004 bad fields or a
+  MsgKey that is unknown, another session's, or already finished; 141005 unknown or ended
+  session.
 - ``end_session``: 60003 bad JSON, 141004 no SessionId, 141005 unknown or ended session.
 """
 
@@ -33,7 +34,7 @@ from bridge.emulator.wire import desk_envelope, parse_json, read_body, respond
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[EmulatorState, bytes | None], dict[str, Any]]
-BODY_LIMIT = 12 * 1024  # B.4: 93000 "the message body should not exceed 12k"
+BODY_LIMIT = 12_000  # B.4: 93000 "the message body should not exceed 12k" (the strict reading)
 INVALID_PARAMETER = 141004
 NO_SESSION = 141005
 _UINT32_MAX = 4_294_967_295

@@ -171,12 +171,13 @@ async def test_msg_key_of_another_session_is_refused(
 
 
 async def test_body_over_12_kb_is_93000(emu: Emulator, client: httpx.AsyncClient) -> None:
+    """"Should not exceed 12k": the emulator takes the strict reading, 12,000 bytes."""
     sid = await _session(client)
     body = {"SessionId": sid, "Chunk": ""}
     overhead = len(json.dumps(body))
-    fits = {"SessionId": sid, "Chunk": "x" * (12288 - overhead)}
+    fits = {"SessionId": sid, "Chunk": "x" * (12000 - overhead)}
     assert (await desk(client, emu, "send_stream_msg", fits))["ErrorCode"] == 0
-    too_big = {"SessionId": sid, "Chunk": "x" * (12289 - overhead)}
+    too_big = {"SessionId": sid, "Chunk": "x" * (12001 - overhead)}
     assert (await desk(client, emu, "send_stream_msg", too_big))["ErrorCode"] == 93000
 
 
