@@ -171,7 +171,7 @@ async def test_msg_key_of_another_session_is_refused(
 
 
 async def test_body_over_12_kb_is_93000(emu: Emulator, client: httpx.AsyncClient) -> None:
-    """"Should not exceed 12k": the emulator takes the strict reading, 12,000 bytes."""
+    """ "Should not exceed 12k": the emulator takes the strict reading, 12,000 bytes."""
     sid = await _session(client)
     body = {"SessionId": sid, "Chunk": ""}
     overhead = len(json.dumps(body))
