@@ -341,16 +341,24 @@ class IvhFeature:
         async with lock:  # FIFO: drives of one session keep their order across awaits
             channel = await self._drivable_channel(sid)
             channel.check_room(count)
+            items = []
             for command, req_id, data in build():
                 starts, interrupt = frames.speech_role(command, data)
-                item = channel.enqueue(
-                    frames.drive(sid, command, data, req_id),
-                    paced=command == "SEND_TEXT",
-                    speaks=req_id if starts else None,
-                    interrupt=interrupt,
+                items.append(
+                    channel.enqueue(
+                        frames.drive(sid, command, data, req_id),
+                        paced=command == "SEND_TEXT",
+                        speaks=req_id if starts else None,
+                        interrupt=interrupt,
+                    )
                 )
         wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
-        await channel.wait(item, wait)
+        try:
+            await channel.wait(items[-1], wait)
+        except ChannelError:
+            for item in items:  # what is not on the socket yet is not sent late
+                item.done.cancel()
+            raise
         return req_id, data
 
     async def _drivable_channel(self, sid: str) -> SessionChannel:
