@@ -3,8 +3,9 @@
 Per session: chunks go out in arrival order, one `send_stream_msg` in flight at a time. Chunks
 that arrive while a call is in flight are joined into the next call, up to the 12 KB body limit
 and never across a `finish`. The first call's MsgKey is used by the rest of the message; the
-call carrying `finish` ends it, and the next chunk starts a new one (also when that call timed
-out, and so may have ended it, or was the bridge's own idle finish). Each chunk's future
+call carrying `finish` ends it, and the next chunk starts a new one (also when that call failed
+in a way that may have ended it, a timeout or a dropped connection, or was the bridge's own idle
+finish). Each chunk's future
 resolves when the call that carried it succeeded, or fails with that call's error: a chunk is
 sent once (the client never blindly retries a chunk, see `stream_retryable`).
 """
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from bridge.errors import BridgeError, RequestError
 from bridge.tencent.desk import MAX_BODY_BYTES, stream_body_size
+from bridge.tencent.transport import outcome_unknown
 
 log = logging.getLogger(__name__)
 MSG_KEY_ALLOWANCE = 128  # room kept for a MsgKey not known yet
@@ -147,7 +149,7 @@ class SessionStream:
             )
         except BridgeError as exc:
             _fail(batch.chunks, exc)
-            if batch.finish and (exc.code == "timeout" or batch.chunks[-1].reason == "idle"):
+            if batch.finish and (outcome_unknown(exc) or batch.chunks[-1].reason == "idle"):
                 self._abandon(batch.chunks[-1].reason, exc)
             return
         except Exception as exc:
@@ -164,16 +166,17 @@ class SessionStream:
 
     def _finish(self, reason: str) -> dict[str, Any]:
         result = {"msg_key": self.msg_key, "chunks": self.chunks, "calls": self.calls}
-        self.msg_key, self.chunks, self.calls = None, 0, 0
+        self._reset()
         self._on_finished(self.session_id, {**result, "reason": reason})
         return result
 
     def _abandon(self, reason: str, exc: BridgeError) -> None:
         """The finish failed and the message is given up: the next chunk starts a new one.
 
-        After a timeout the finish may have been applied, and every later chunk would carry a
-        MsgKey whose message has ended; an idle finish has nobody to try it again. A finish
-        the cloud refused for certain keeps the message open: sending `finish` again ends it.
+        After a timeout or a dropped connection the finish may have been applied, and every
+        later chunk would carry a MsgKey whose message has ended; an idle finish has nobody to
+        try it again. A finish the cloud refused for certain, or that was never sent, keeps the
+        message open: sending `finish` again ends it.
         """
         log.warning(
             "desk: giving up the streamed message of %s (%s finish failed: %s)",
@@ -181,6 +184,9 @@ class SessionStream:
             reason,
             exc.message,
         )
+        self._reset()
+
+    def _reset(self) -> None:
         self.msg_key, self.chunks, self.calls = None, 0, 0
 
     def idle_finish(self) -> asyncio.Future[dict[str, Any] | None]:

@@ -115,6 +115,23 @@ async def test_a_finish_that_timed_out_ends_the_message_here_too(broker: Broker,
         assert [(m["text"], m["finished"]) for m in messages] == [("a", True), ("b", True)]
 
 
+async def test_a_finish_cut_off_unanswered_ends_the_message_here_too(world: World) -> None:
+    """The connection drops after the finish was sent: it may have been applied, so the
+    message is given up here as after a timeout."""
+    w = world
+    sid = await w.admin.desk_session()
+    await w.probe.request("desk/send_stream", {"session_id": sid, "chunk": "a"})
+    await w.admin.fault("send_stream_msg", 1, drop=True)
+    cut = await w.probe.request("desk/send_stream", {"session_id": sid, "finish": True})
+    assert cut["status"] == "error" and cut["error"]["code"] != "timeout", cut
+    again = await w.probe.request(
+        "desk/send_stream", {"session_id": sid, "chunk": "b", "finish": True}
+    )
+    assert again["status"] == "ok", again
+    messages = await w.admin.messages(sid)
+    assert [(m["text"], m["finished"]) for m in messages] == [("a", False), ("b", True)]
+
+
 async def test_a_quiet_message_is_finished_by_the_bridge(broker: Broker, base: str) -> None:
     desk = {"stream_idle_timeout": 0.3}
     async with world_of(broker, base, ivh={"enabled": False}, desk=desk) as w:
