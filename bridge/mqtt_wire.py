@@ -101,8 +101,9 @@ def coalesce(queue: deque[Any]) -> None:
     the loop (events from many channels, PUBACKs for a batch of requests), they now go out in
     one. A joined packet ends at a packet paho acts on once it is written (a QoS 0 PUBLISH:
     `on_publish`; DISCONNECT: the close) and takes its command, id and info, so paho does the
-    same when the joined packet is written; the packets before it need nothing. A run stops
-    at `JOIN_LIMIT` bytes: a large packet goes out as it is, and a backlog in pieces.
+    same when the joined packet is written; the packets before it need nothing. A run holds
+    at most `JOIN_LIMIT` bytes, so a packet that large goes out as it is (never copied), and a
+    backlog in pieces. QoS 0 publishes are not joined with each other (each one ends a run).
     """
     if len(queue) < 2:
         return
@@ -110,9 +111,12 @@ def coalesce(queue: deque[Any]) -> None:
     run: list[dict[str, Any]] = []
     size = 0
     for packet in queue:
+        if run and size + packet["to_process"] > JOIN_LIMIT:
+            joined.append(_joined(run, size))
+            run, size = [], 0
         run.append(packet)
         size += packet["to_process"]
-        if size >= JOIN_LIMIT or _acted_on(packet):
+        if _acted_on(packet):
             joined.append(_joined(run, size))
             run, size = [], 0
     if run:

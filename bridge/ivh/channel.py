@@ -89,10 +89,11 @@ class ChannelSettings:
 
 @dataclass(eq=False)
 class _Drive:
-    frame: str
+    frames: tuple[str, ...]  # sent back to back: once the first is out, the rest follow
     paced: bool
     speaks: str | None = None  # the ReqId of a drive that makes the avatar speak
     interrupt: bool = False
+    sent: int = 0  # frames on the socket so far
     done: asyncio.Future[None] = field(default_factory=asyncio.Future)
 
 
@@ -231,14 +232,16 @@ class SessionChannel:
                 self._wake.clear()
                 await self._wake.wait()
             item = self._queue[0]
-            if item.done.done():  # its requester gave up waiting
+            if item.done.done() and not item.sent:  # its requester gave up waiting
                 self._queue.popleft()
                 continue
-            if item.paced:
+            if item.paced and not item.sent:
                 await self._pace()
-            if item.interrupt:
+            if item.interrupt and not item.sent:
                 await self._until_speech_started()
-            await self._send(ws, item.frame)
+            while item.sent < len(item.frames):  # after a reconnect: from the first not sent
+                await self._send(ws, item.frames[item.sent])
+                item.sent += 1
             self._queue.popleft()
             if item.speaks:
                 self._starting.add(item.speaks)
@@ -256,9 +259,14 @@ class SessionChannel:
             self._starting.clear()
             self._started.set()
 
+    @property
+    def text_gap(self) -> float:
+        """Seconds from one `SEND_TEXT` drive to the next: `text_interval` and the margin."""
+        interval = self._settings.text_interval
+        return interval + min(_PACE_MARGIN, interval / 10)
+
     async def _pace(self) -> None:
-        gap = self._settings.text_interval
-        wait = self._last_text + gap + min(_PACE_MARGIN, gap / 10) - time.monotonic()
+        wait = self._last_text + self.text_gap - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -273,24 +281,25 @@ class SessionChannel:
 
     # -- drives ----------------------------------------------------------------------------------
     def enqueue(
-        self, frame: str, *, paced: bool, speaks: str | None = None, interrupt: bool = False
+        self, *frames: str, paced: bool, speaks: str | None = None, interrupt: bool = False
     ) -> _Drive:
-        """Queue a drive behind the ones already waiting (synchronously: order is kept).
+        """Queue a drive behind the ones already waiting (synchronously: order is kept). Its
+        frames go out back to back, none of them once its requester has given up.
 
         `speaks` is the ReqId of a drive that starts speech; an `interrupt` waits for it.
         """
         self.check_room()
-        item = _Drive(frame, paced, speaks, interrupt)
+        item = _Drive(frames, paced, speaks, interrupt)
         self._queue.append(item)
         self._wake.set()
         return item
 
-    def check_room(self, count: int = 1) -> None:
-        """Raise unless `count` drives can be queued now (before they are built: a streamed
-        chunk's Seq is taken when it is built, and a refused chunk must not leave a gap)."""
+    def check_room(self) -> None:
+        """Raise unless a drive can be queued now (before it is built: a streamed chunk's Seq
+        is taken when it is built, and a refused chunk must not leave a gap)."""
         if self._closed:
             raise ChannelError("the command channel is closed", retryable=False)
-        if len(self._queue) + count > self._settings.queue_size:
+        if len(self._queue) >= self._settings.queue_size:
             raise ChannelError(f"{len(self._queue)} drives are already waiting for this session")
 
     async def wait(self, item: _Drive, wait: float) -> None:

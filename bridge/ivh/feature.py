@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Build = Callable[[], Drive]
+Build = Callable[[], list[Drive]]  # a drive's frames: one, or a stream chunk's pieces
 _GONE = ("session_closed", "session_not_found")
 
 
@@ -292,7 +292,7 @@ class IvhFeature:
         """Speak text (SEND_TEXT), paced >= text_interval apart per session."""
         _limit(payload.size, frames.SEND_TEXT_MAX_BYTES, "text")
         drive = ("SEND_TEXT", frames.new_req_id(), payload.data())
-        req_id, _ = await self._drive(payload.session_id, lambda: drive)
+        req_id, _ = await self._drive(payload.session_id, lambda: [drive])
         return {"req_id": req_id}
 
     @action("ivh/stream_text")
@@ -308,57 +308,45 @@ class IvhFeature:
             chunk = self._utterances.chunk
             return [chunk(sid, text, final=final and i == last) for i, text in enumerate(parts)]
 
-        req_id, data = await self._drives(sid, build, count=len(parts))
+        req_id, data = await self._drive(sid, build)
         return {"req_id": req_id, "seq": data["Seq"], "final": final}
 
     @action("ivh/interrupt")
     async def interrupt(self, payload: SessionRef) -> dict[str, Any]:
         """Stop speaking: the documented empty-text interrupt (with a Seq inside a stream)."""
         sid = payload.session_id
-        req_id, data = await self._drive(sid, lambda: self._utterances.interrupt(sid))
+        req_id, data = await self._drive(sid, lambda: [self._utterances.interrupt(sid)])
         return {"req_id": req_id, "command": "SEND_STREAMTEXT" if "Seq" in data else "SEND_TEXT"}
 
     @action("ivh/send_command")
     async def send_command(self, payload: SendCommand) -> dict[str, Any]:
         """Send any drive instruction, passed through (a new ReqId unless one is given)."""
         drive = (payload.command, payload.req_id or frames.new_req_id(), payload.data)
-        req_id, _ = await self._drive(payload.session_id, lambda: drive)
+        req_id, _ = await self._drive(payload.session_id, lambda: [drive])
         return {"req_id": req_id}
 
     async def _drive(self, sid: str, build: Build) -> tuple[str, dict[str, Any]]:
-        """One drive: see `_drives`."""
-        return await self._drives(sid, lambda: [build()])
+        """Check the session, build the drive and queue it in arrival order, then wait until
+        it is on the socket; its ReqId and Data (of its last frame).
 
-    async def _drives(
-        self, sid: str, build: Callable[[], list[Drive]], *, count: int = 1
-    ) -> tuple[str, dict[str, Any]]:
-        """Check the session, build the drives and queue them in arrival order, then wait for
-        the last; its ReqId and Data.
-
-        `SEND_TEXT` drives (an interrupt too) are paced `text_interval` apart (PROTOCOL A.5).
+        `SEND_TEXT` drives (an interrupt too) are paced `text_interval` apart, plus a margin
+        (PROTOCOL A.5). A stream chunk may be several frames: they go out back to back.
         """
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:  # FIFO: drives of one session keep their order across awaits
             channel = await self._drivable_channel(sid)
-            channel.check_room(count)
-            items = []
-            for command, req_id, data in build():
-                starts, interrupt = frames.speech_role(command, data)
-                items.append(
-                    channel.enqueue(
-                        frames.drive(sid, command, data, req_id),
-                        paced=command == "SEND_TEXT",
-                        speaks=req_id if starts else None,
-                        interrupt=interrupt,
-                    )
-                )
-        wait = self._cfg.request_timeout + channel.queue_depth * self._cfg.channel.text_interval
-        try:
-            await channel.wait(items[-1], wait)
-        except ChannelError:
-            for item in items:  # what is not on the socket yet is not sent late
-                item.done.cancel()
-            raise
+            channel.check_room()
+            parts = build()
+            roles = [frames.speech_role(command, data) for command, _, data in parts]
+            command, req_id, data = parts[-1]
+            item = channel.enqueue(
+                *(frames.drive(sid, c, d, r) for c, r, d in parts),
+                paced=command == "SEND_TEXT",
+                speaks=req_id if any(starts for starts, _ in roles) else None,
+                interrupt=any(interrupt for _, interrupt in roles),
+            )
+        wait = self._cfg.request_timeout + channel.queue_depth * channel.text_gap
+        await channel.wait(item, wait)
         return req_id, data
 
     async def _drivable_channel(self, sid: str) -> SessionChannel:

@@ -150,26 +150,14 @@ def test_small_packets_go_out_in_one_send_and_a_qos0_publish_ends_a_run() -> Non
 
 
 def test_a_run_stops_at_the_join_limit_and_a_large_packet_is_not_copied() -> None:
-    big = bytearray(b"x" * (JOIN_LIMIT + 10))
-    queue: deque[Any] = deque(
-        [
-            _out(b"a" * 100),
-            _out(big),
-            _out(b"b" * (JOIN_LIMIT // 2)),
-            _out(b"c" * (JOIN_LIMIT // 2)),
-            _out(b"d" * 10),
-        ]
-    )
+    big = _out(bytearray(b"x" * (JOIN_LIMIT + 10)))
+    halves = [_out(bytes([c]) * (JOIN_LIMIT // 2)) for c in b"bc"]
+    queue: deque[Any] = deque([_out(b"a" * 100), big, *halves, _out(b"d" * 10)])
+    before = b"".join(p["packet"] for p in queue)
     coalesce(queue)
-    sizes = [p["to_process"] for p in queue]
-    assert sizes == [100 + len(big), JOIN_LIMIT, 10]
-    assert b"".join(p["packet"] for p in queue) == (
-        b"a" * 100 + big + b"b" * (JOIN_LIMIT // 2) + b"c" * (JOIN_LIMIT // 2) + b"d" * 10
-    )
-    single = _out(big)
-    lone: deque[Any] = deque([single])
-    coalesce(lone)
-    assert lone[0] is single
+    assert [p["to_process"] for p in queue] == [100, JOIN_LIMIT + 10, JOIN_LIMIT, 10]
+    assert queue[1] is big  # after small packets, still sent as it is
+    assert b"".join(p["packet"] for p in queue) == before
 
 
 def _out(data: bytes | bytearray) -> dict[str, Any]:
