@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import jsontext
-from bridge.tencent.models import as_int
 
 # Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
 # <= 2000 bytes per the current zh doc, <= 1000 per the older EN doc [D]. A chunk may have 2000
@@ -82,18 +81,21 @@ def parse_downstream(raw: str | bytes) -> Downstream:
     return Downstream(_event_type(body, _header_code(frame)), data, _replay_key(body))
 
 
-def _header_code(frame: dict[str, Any]) -> int | None:
+def _header_code(frame: dict[str, Any]) -> Any:
     """The envelope's `Header.Code` (A.1: where IVH puts errors), if the frame has one."""
     header = frame.get("Header")
-    return as_int(header.get("Code")) if isinstance(header, dict) else None
+    return header.get("Code") if isinstance(header, dict) else None
 
 
-def _event_type(body: dict[str, Any], header_code: int | None) -> str:
+_NO_ERROR = (None, 0, "0")
+
+
+def _event_type(body: dict[str, Any], header_code: Any) -> str:
     kind = body.get("Type")
     failed = (
         body.get("SpeakStatus") == "Error"
-        or body.get("ErrorCode") not in (None, 0, "0")
-        or header_code not in (None, 0)
+        or body.get("ErrorCode") not in _NO_ERROR
+        or header_code not in _NO_ERROR
     )
     if kind == 9 or (failed and kind in (3, None)):
         return "drive_failed"

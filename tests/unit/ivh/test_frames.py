@@ -76,6 +76,7 @@ def test_event_types(body: dict[str, object], event: str) -> None:
         ({"Code": "0"}, {}, "downstream"),
         ({"Code": 110016}, {"Type": 4, "Text": "hi"}, "llm_content"),
         ({"Code": None}, {}, "downstream"),
+        ({"Code": "E42"}, {}, "drive_failed"),  # as a Payload ErrorCode: any other value
         ("not an object", {}, "downstream"),
     ],
 )
