@@ -85,6 +85,7 @@ class IvhFeature:
 
     async def poll_once(self) -> None:
         """One `listsessionofuin`; a failure changes nothing and is reported on health."""
+        asked_at = time.monotonic()
         try:
             infos = await self._client.list_sessions()
         except BridgeError as exc:
@@ -94,7 +95,7 @@ class IvhFeature:
         # waits for the loop (commands, events) runs in between, not after both.
         await asyncio.sleep(0)
         started = time.perf_counter()
-        self._tracker.apply_list(infos)
+        self._tracker.apply_list(infos, asked_at=asked_at)
         self.last_poll_ms = (time.perf_counter() - started) * 1000
         self.polls += 1
         self._reachable, self._last_error = True, None
@@ -201,8 +202,9 @@ class IvhFeature:
     @action("ivh/list_sessions")
     async def list_sessions(self, payload: Empty) -> dict[str, Any]:
         """List the account's live sessions (listsessionofuin) and refresh the retained states."""
+        asked_at = time.monotonic()
         infos = await self._client.list_sessions()
-        self._tracker.apply_list(infos)
+        self._tracker.apply_list(infos, asked_at=asked_at)
         return {"sessions": [self._state_of(info).as_dict() for info in infos]}
 
     @action("ivh/create_session")

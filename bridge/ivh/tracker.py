@@ -126,6 +126,7 @@ class SessionTracker:
         self._snapshot_dirty = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._refused: set[str] = set()  # session ids not fit for a topic, each logged once
+        self._acted: dict[str, float] = {}  # sessions an action updated, and when (monotonic)
 
     def get(self, session_id: str) -> SessionState | None:
         """The last known state of a session."""
@@ -137,21 +138,37 @@ class SessionTracker:
         return sum(1 for s in self._states.values() if not s.terminal)
 
     # -- inputs ---------------------------------------------------------------------------------
-    def apply_list(self, infos: Iterable[SessionInfo]) -> None:
-        """A full listing: diff, publish what changed, close what is gone."""
+    def apply_list(self, infos: Iterable[SessionInfo], *, asked_at: float | None = None) -> None:
+        """A full listing: diff, publish what changed, close what is gone.
+
+        `asked_at` (monotonic) is when the listing was asked for: it shows the sessions as they
+        were then, so one an action changed since (created, started, closed meanwhile) is left
+        as the action made it, for the next listing to judge. Missing from this one, a session
+        created meanwhile would be published closed, and a closed session never reopens.
+        """
+        newer = self._acted_since(asked_at)
         listed = set()
         for info in infos:
-            listed.add(info.session_id)
-            if self._signatures.get(info.session_id) != info_signature(info):
-                known = self._states.get(info.session_id)
-                self._apply(state_of(info, known=known))
+            sid = info.session_id
+            listed.add(sid)
+            if sid not in newer and self._signatures.get(sid) != info_signature(info):
+                self._apply(state_of(info, known=self._states.get(sid)))
         for sid, state in list(self._states.items()):
-            if sid not in listed and not state.terminal:
+            if sid not in listed and sid not in newer and not state.terminal:
                 self._close(sid)  # left the list: closed (SPEC 3.4)
         self.flush()
 
+    def _acted_since(self, asked_at: float | None) -> set[str]:
+        """Sessions an action changed after `asked_at`; older marks are dropped (a listing asked
+        for later shows what those actions did)."""
+        if asked_at is None:
+            return set()
+        self._acted = {sid: at for sid, at in self._acted.items() if at > asked_at}
+        return set(self._acted)
+
     def apply(self, state: SessionState) -> None:
         """One session's new state (from an action); publishes it, and the snapshot soon."""
+        self._acted[state.session_id] = time.monotonic()
         self._apply(state)
         self._flush_soon()
 
@@ -184,6 +201,7 @@ class SessionTracker:
 
     def mark_closed(self, session_id: str) -> None:
         """The session is closed (closed through the bridge, or 110013): publish it now."""
+        self._acted[session_id] = time.monotonic()
         self._close(session_id)
         self._flush_soon()
 
@@ -229,6 +247,7 @@ class SessionTracker:
         limit = time.monotonic() - self._retention
         for sid in [s for s, at in self._closed_at.items() if at <= limit]:
             del self._closed_at[sid]
+            self._acted.pop(sid, None)
             self._states.pop(sid, None)
             self._signatures.pop(sid, None)
             self._bodies.pop(sid, None)

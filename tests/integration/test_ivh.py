@@ -353,6 +353,23 @@ async def test_odd_frame_fields_become_events_and_keep_the_socket(
     assert len(opened) == 1  # never reconnected
 
 
+async def test_a_listing_taken_before_a_create_does_not_close_the_new_session(
+    world: World,
+) -> None:
+    """A poll's listing is a snapshot from when it was asked for: a session created while it
+    was on its way is missing from it, and must not be published closed (a closed session
+    never reopens, so it could never be driven)."""
+    w = world
+    await w.admin.fault("listsessionofuin", 1, latency_ms=600)  # the next poll's answer
+    await asyncio.sleep(0.3)  # that poll has asked (polls are 0.2 s apart), and waits
+    sid = await create_started(w, "kiosk-race")
+    await asyncio.sleep(0.8)  # the late listing, without the session, has been applied
+    statuses = [s["status"] for s in w.probe.on(f"ivh/{sid}/state")]
+    assert "closed" not in statuses, statuses
+    reply = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "still here"})
+    assert reply["status"] == "ok", reply
+
+
 async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,9 +385,9 @@ async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
         asyncio.get_running_loop().call_soon(order.append, "waiting work")
         return infos
 
-    def diff(infos: Iterable[SessionInfo]) -> None:
+    def diff(infos: Iterable[SessionInfo], **kwargs: Any) -> None:
         order.append("diff")
-        real_apply(infos)
+        real_apply(infos, **kwargs)
 
     monkeypatch.setattr(feature._client, "list_sessions", listing)
     monkeypatch.setattr(feature._tracker, "apply_list", diff)

@@ -89,6 +89,27 @@ def test_a_session_that_leaves_the_list_is_closed_once() -> None:
     assert json.loads(recorder.retained["t/ivh/a/state"])["status_code"] == 2
 
 
+def test_a_listing_asked_for_before_an_action_leaves_what_the_action_did() -> None:
+    """The listing shows sessions as they were when it was asked for: a session created (or
+    started) by an action meanwhile is neither closed nor set back by it; the next listing,
+    asked for after the action, is the judge again."""
+    tracker, recorder, _ = make()
+    tracker.apply_list([info("old", 1)])
+    asked_at = time.monotonic()
+    tracker.apply(_state("new", 3))  # created meanwhile
+    tracker.apply(dataclasses.replace(_state("old", 1), started=True))  # started meanwhile
+    tracker.apply_list([info("old", 1, started=False)], asked_at=asked_at)
+    assert json.loads(recorder.retained["t/ivh/new/state"])["status"] == "preparing"
+    assert json.loads(recorder.retained["t/ivh/old/state"])["started"] is True
+    tracker.apply_list([info("old", 1, started=True)], asked_at=time.monotonic())
+    assert json.loads(recorder.retained["t/ivh/new/state"])["status"] == "closed"
+
+
+def _state(sid: str, status: int) -> SessionState:
+    name = {1: "in_progress", 3: "preparing"}[status]
+    return SessionState(sid, name, status, False, 1, "u", None, "now")
+
+
 def test_a_closed_session_does_not_reopen_when_a_listing_lags() -> None:
     tracker, recorder, _ = make()
     tracker.apply_list([info("a", 1, started=True)])
