@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
 SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
 SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size (10,000 sessions: ~3 MB)
+ACTED_MEMORY = 600.0  # seconds an action's mark is kept: longer than any listing takes to come
 Signature = tuple[Any, ...]
 
 
@@ -159,12 +160,13 @@ class SessionTracker:
         self.flush()
 
     def _acted_since(self, asked_at: float | None) -> set[str]:
-        """Sessions an action changed after `asked_at`; older marks are dropped (a listing asked
-        for later shows what those actions did)."""
+        """Sessions an action changed after `asked_at`. Marks older than any listing still on
+        its way are dropped (two listings may be: a poll and `ivh/list_sessions`)."""
         if asked_at is None:
             return set()
-        self._acted = {sid: at for sid, at in self._acted.items() if at > asked_at}
-        return set(self._acted)
+        oldest = asked_at - ACTED_MEMORY
+        self._acted = {sid: at for sid, at in self._acted.items() if at > oldest}
+        return {sid for sid, at in self._acted.items() if at > asked_at}
 
     def apply(self, state: SessionState) -> None:
         """One session's new state (from an action); publishes it, and the snapshot soon."""

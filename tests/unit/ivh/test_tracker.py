@@ -105,6 +105,17 @@ def test_a_listing_asked_for_before_an_action_leaves_what_the_action_did() -> No
     assert json.loads(recorder.retained["t/ivh/new/state"])["status"] == "closed"
 
 
+def test_a_listing_asked_for_later_does_not_forget_an_action_for_one_asked_for_earlier() -> None:
+    """Two listings on their way (a poll and `ivh/list_sessions`): the later one coming back
+    first must not make the earlier one blind to an action between them."""
+    tracker, recorder, _ = make()
+    first = time.monotonic()
+    tracker.apply(_state("new", 3))
+    tracker.apply_list([info("new", 3)], asked_at=time.monotonic())  # the later one
+    tracker.apply_list([], asked_at=first)  # the earlier one, without the session
+    assert json.loads(recorder.retained["t/ivh/new/state"])["status"] == "preparing"
+
+
 def _state(sid: str, status: int) -> SessionState:
     name = {1: "in_progress", 3: "preparing"}[status]
     return SessionState(sid, name, status, False, 1, "u", None, "now")
