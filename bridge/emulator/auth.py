@@ -29,6 +29,7 @@ USERSIG_WRONG_SDKAPPID = 70014
 
 _MAX_USERSIG_JSON = 16 * 1024
 _TENCENT_B64 = str.maketrans("*-_", "+/=")
+_PLAIN_B64 = frozenset("+/=")
 
 
 class AuthError(Exception):
@@ -85,6 +86,8 @@ def _check_timestamp(raw: str, *, now: float, window: float) -> None:
 def decode_usersig(usersig: str) -> dict[str, Any]:
     """B.2 steps 4-6 reversed: Tencent base64 -> zlib -> JSON object; AuthError(70003) if not."""
     try:
+        if _PLAIN_B64.intersection(usersig):  # B.2 step 6 turns these into `*-_`
+            raise ValueError("UserSig is plain base64, not Tencent's variant")
         packed = base64.b64decode(usersig.translate(_TENCENT_B64), validate=True)
         inflater = zlib.decompressobj()
         raw = inflater.decompress(packed, _MAX_USERSIG_JSON)
@@ -95,6 +98,8 @@ def decode_usersig(usersig: str) -> dict[str, Any]:
         raise AuthError(USERSIG_UNPARSABLE, "UserSig could not be parsed") from exc
     if not isinstance(fields, dict) or not _well_typed(fields):
         raise AuthError(USERSIG_UNPARSABLE, "UserSig fields are missing or mistyped")
+    if fields["TLS.ver"] != "2.0":  # B.2: TLSSigAPIv2 writes "2.0"
+        raise AuthError(USERSIG_UNPARSABLE, "UserSig version is not 2.0")
     return fields
 
 

@@ -3,7 +3,7 @@
 A frame is ``{"Header":{},"Payload":{"ReqId","SessionId","Command","Data"}}``; a frame without
 ``Header`` is accepted, and so is one with the payload fields at top level (A.5 notes a public
 sample without Header). Anything wrong (bad JSON, wrong types, another session's id, an unknown
-command, Text over 4000 bytes, a streamed chunk over 2000 bytes, a Seq that does not increase,
+command, Text over 4000 bytes, a streamed chunk over 1000 bytes, a Seq that does not increase,
 SEND_AUDIO on a DriverType 1 session) answers a Type 9 "drive failed" frame with ``ErrorCode``
 100001 and ``ErrorMsg``. ``SEND_HEARTBEAT`` answers nothing: A.6 documents no reply.
 A streaming interrupt without a non-zero ``Seq`` is ignored, as A.5 says the cloud does.
@@ -23,7 +23,7 @@ from bridge.emulator.wire import parse_json
 
 Command = Callable[[IvhSession, Speaker, str, dict[str, Any]], None]
 MAX_TEXT = 4000  # A.5 SEND_TEXT
-MAX_STREAM_TEXT = 2000  # A.5 SEND_STREAMTEXT (current zh doc)
+MAX_STREAM_TEXT = 1000  # A.5 SEND_STREAMTEXT: 2000 (zh doc) or 1000 (EN doc); the strict reading
 MAX_AUDIO_B64 = 256 * 1024
 
 

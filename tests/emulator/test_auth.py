@@ -108,6 +108,24 @@ async def test_tampered_sig_field_is_rejected(emu: Emulator, client: httpx.Async
     assert (answer["ActionStatus"], answer["ErrorCode"]) == ("FAIL", 70009)
 
 
+async def test_plain_base64_usersig_is_rejected(emu: Emulator, client: httpx.AsyncClient) -> None:
+    """B.2 step 6 turns base64's `+/=` into `*-_`: a UserSig that skipped it is unparsable."""
+    to_plain = str.maketrans("*-_", "+/=")
+    candidates = (usersig(emu, expire=86400 + n).translate(to_plain) for n in range(100))
+    plain = next(sig for sig in candidates if set("+/=") & set(sig))  # one that differs
+    answer = await desk(client, emu, "get_session_state", {}, usersig=plain)
+    assert answer["ErrorCode"] == 70003
+
+
+async def test_usersig_of_another_version_is_rejected(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    fields = decode_usersig(usersig(emu))
+    fields["TLS.ver"] = "1.0"
+    answer = await desk(client, emu, "get_session_state", {}, usersig=_reencode(fields))
+    assert answer["ErrorCode"] == 70003
+
+
 async def test_flipped_usersig_character_is_rejected(
     emu: Emulator, client: httpx.AsyncClient
 ) -> None:
