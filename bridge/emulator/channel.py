@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.emulator.auth import AuthError, check_ivh_query
-from bridge.emulator.drives import handle_frame
+from bridge.emulator.drives import DriveError, failed_payload, handle_frame
 from bridge.emulator.ivh_state import NOT_READY, NOT_STARTED, IvhError, IvhSession, Status
 from bridge.emulator.journal import parse_body
 from bridge.emulator.state import EmulatorState
@@ -182,24 +182,43 @@ class Connection:
                 return
 
     async def _read_loop(self) -> None:
+        """Frames until the peer goes, or until no valid instruction came for the idle timeout
+        (A.5: "no heartbeat and no valid traffic"; a stream of bad frames keeps nothing open)."""
         timeout = self.state.config.ws_idle_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     message = await self.ws.receive()
             except TimeoutError:
-                self.close(1001, f"idle timeout: no upstream frame for {timeout:g} s")
+                self.close(1001, f"idle timeout: no valid instruction for {timeout:g} s")
                 return
             if message["type"] == "websocket.disconnect":
                 self._peer_gone = True
                 self._close_with = self._close_with or (message.get("code", 1006), "peer closed")
                 return
-            self._on_message(message)
+            if self._on_message(message):
+                deadline = loop.time() + timeout
 
-    def _on_message(self, message: Mapping[str, Any]) -> None:
+    def _on_message(self, message: Mapping[str, Any]) -> bool:
+        """Journal and carry out one frame; True when it was a valid instruction."""
         text = message.get("text")
-        if text is None:
+        if text is None:  # A.5: upstream frames are JSON text frames
             text = (message.get("bytes") or b"").decode("utf-8", "replace")
+            self._journal_in(text)
+            self.session.emit(failed_payload(DriveError("frames must be JSON text, not binary")))
+            return False
+        self._journal_in(text)
+        if not self.session.live:  # closed while connected: drives end the socket
+            self.close(1000, f"session closed ({self.session.error_code or 110013})")
+            return False
+        if handle_frame(self.session, text):
+            self.state.ivh.touch(self.session)
+            return True
+        return False
+
+    def _journal_in(self, text: str) -> None:
         self.state.journal.record(
             "ws_in",
             size=len(text),
@@ -207,8 +226,3 @@ class Connection:
             session_id=self.sid,
             frame=parse_body(text.encode()),
         )
-        if not self.session.live:  # closed while connected: drives end the socket
-            self.close(1000, f"session closed ({self.session.error_code or 110013})")
-            return
-        if handle_frame(self.session, text):
-            self.state.ivh.touch(self.session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 
@@ -314,6 +315,37 @@ async def test_idle_socket_is_dropped(make_emulator: EmulatorFactory) -> None:
             assert ws.close_code is None
             await asyncio.wait_for(ws.wait_closed(), 2)
             assert ws.close_code == 1001
+
+
+async def test_only_valid_instructions_keep_the_socket_open(
+    make_emulator: EmulatorFactory,
+) -> None:
+    """A.5: the cloud drops the socket after a while with "no heartbeat and no valid traffic":
+    frames it refuses do not count."""
+    async with (
+        make_emulator(ws_idle_timeout=0.3) as emu,
+        httpx.AsyncClient(base_url=emu.base_url) as client,
+    ):
+        sid = await started_session(client, emu)
+        async with await open_channel(emu, sid) as ws:
+            sent = 0
+            with contextlib.suppress(ConnectionClosed):
+                while sent < 40:  # 2 s of refused frames, if the socket stayed open
+                    await ws.send("not json")
+                    sent += 1
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(ws.wait_closed(), 2)
+            assert ws.close_code == 1001
+            assert sent < 40  # closed while the refused frames kept coming
+
+
+async def test_a_binary_frame_is_refused(emu: Emulator, client: httpx.AsyncClient) -> None:
+    """A.5: upstream frames are JSON text frames."""
+    sid = await started_session(client, emu)
+    async with await open_channel(emu, sid) as ws:
+        await ws.send(drive(sid, "SEND_HEARTBEAT", Text="PING").encode())
+        frames = await collect(ws, lambda p: p["Type"] == 9)
+        assert "binary" in frames[-1]["ErrorMsg"]
 
 
 async def test_closing_the_session_closes_the_socket(
