@@ -12,7 +12,7 @@ HTTP response (A.4 documents no close codes) whose body is the IVH envelope with
 - 409, 110015: another socket is open for this session (that one keeps working)
 
 Close codes the emulator sends: 1000 "session closed (<code>)" when the session closes, 1001
-"idle timeout" after ``ws_idle_timeout`` without upstream frames (A.5: 3 minutes), 1001 at
+"idle timeout" after ``ws_idle_timeout`` without a valid instruction (A.5: 3 minutes), 1001 at
 shutdown, 1011 when the session fails, 1013 if the client reads too slowly. An admin ``drop``
 cuts the TCP connection without a close frame (1006 on the client). On every connect after the
 first, the latest speak-status frame of each of the last 3 drives is sent again, byte for byte
