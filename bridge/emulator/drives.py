@@ -3,10 +3,11 @@
 A frame is ``{"Header":{},"Payload":{"ReqId","SessionId","Command","Data"}}``; a frame without
 ``Header`` is accepted, and so is one with the payload fields at top level (A.5 notes a public
 sample without Header). Anything wrong (bad JSON, wrong types, another session's id, an unknown
-command, Text over 4000 bytes, a streamed chunk over 1000 bytes, a Seq that does not increase,
-SEND_AUDIO on a DriverType 1 session) answers a Type 9 "drive failed" frame with ``ErrorCode``
-100001 and ``ErrorMsg``. ``SEND_HEARTBEAT`` answers nothing: A.6 documents no reply.
-A streaming interrupt without a non-zero ``Seq`` is ignored, as A.5 says the cloud does.
+command, Text over 4000 bytes, a streamed chunk over 1000 bytes, a first Seq other than 1 or
+one that does not increase, SEND_AUDIO on a DriverType 1 session) answers a Type 9 "drive
+failed" frame with ``ErrorCode`` 100001 and ``ErrorMsg``. ``SEND_HEARTBEAT`` answers nothing:
+A.6 documents no reply. A streaming interrupt without a non-zero ``Seq`` is ignored, as A.5
+says the cloud does.
 """
 
 from __future__ import annotations

@@ -162,6 +162,8 @@ class Speaker:
         if utt is None or utt.req_id != req_id:
             if req_id in self._finished:
                 return f"ReqId {req_id} has already finished"
+            if seq != 1:  # A.5: Seq starts at 1
+                return f"Seq {seq}: the first packet of ReqId {req_id} must have Seq 1"
             return None
         if utt.kind != kind:
             return f"ReqId {req_id} is already used by another kind of drive"

@@ -262,6 +262,18 @@ async def test_audio_final_from_client(emu: Emulator, client: httpx.AsyncClient)
     assert frames[-1]["FinalType"] == 1
 
 
+async def test_a_stream_or_audio_starts_at_seq_1(emu: Emulator, client: httpx.AsyncClient) -> None:
+    """A.5: Seq starts at 1, for SEND_STREAMTEXT and SEND_AUDIO alike."""
+    sid = await started_session(client, emu, DriverType=3)
+    async with await open_channel(emu, sid) as ws:
+        await ws.send(drive(sid, "SEND_STREAMTEXT", "s7", Text="Hello.", Seq=7))
+        frames = await collect(ws, lambda p: p["Type"] == 9)
+        assert frames[-1]["ReqId"] == "s7" and "Seq 1" in frames[-1]["ErrorMsg"]
+        await ws.send(drive(sid, "SEND_AUDIO", "a2", Audio=PCM, Seq=2))
+        frames = await collect(ws, lambda p: p["Type"] == 9)
+        assert frames[-1]["ReqId"] == "a2" and "Seq 1" in frames[-1]["ErrorMsg"]
+
+
 async def test_audio_auto_final(emu: Emulator, client: httpx.AsyncClient) -> None:
     body = {"count": 1, "driver_type": 3, "stream_max_interval": 100}
     sid = (await client.post("/emulator/ivh/sessions", json=body)).json()["session_ids"][0]
