@@ -7,7 +7,8 @@ command, Text over 4000 bytes, a streamed chunk over 1000 bytes, a first Seq oth
 one that does not increase, SEND_AUDIO on a DriverType 1 session) answers a Type 9 "drive
 failed" frame with ``ErrorCode`` 100001 and ``ErrorMsg``. ``SEND_HEARTBEAT`` answers nothing:
 A.6 documents no reply. A streaming interrupt without a non-zero ``Seq`` is ignored, as A.5
-says the cloud does.
+says the cloud does, and so is any interrupt before the utterance has begun speaking (A.5: send
+it only after TextStart).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _send_text(session: IvhSession, speaker: Speaker, req_id: str, data: dict[st
     if text:
         speaker.say(req_id, text, chat=chat)
     elif interrupt:
-        speaker.interrupt()
+        speaker.interrupt_drive()
     else:
         raise DriveError("Text is empty and Interrupt is not set")
 
@@ -125,7 +126,7 @@ def _send_stream(session: IvhSession, speaker: Speaker, req_id: str, data: dict[
     text = fields.text(data, "Text", max_bytes=MAX_STREAM_TEXT)
     if fields.flag(data, "Interrupt") and not text:
         if _seq_of(data):
-            speaker.interrupt()
+            speaker.interrupt_drive()
         return  # A.5: without a non-zero Seq the interrupt is ignored
     seq = fields.integer(data, "Seq", low=1)
     final, clause = fields.flag(data, "IsFinal"), fields.flag(data, "IsSentence")

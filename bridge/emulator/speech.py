@@ -62,6 +62,7 @@ class Utterance:
     final: bool = False
     final_type: int = 1
     done: bool = False
+    speaking: bool = False  # TextStart or AudioStart sent
     task: asyncio.Task[None] | None = None
 
     def add(self, text: str, now: float) -> None:
@@ -115,6 +116,14 @@ class Speaker:
         answer = llm_answer(text) if chat else None
         spoken = " ".join(answer) if answer else text
         utt.task = self._spawn(self._run_text(utt, spoken, answer), f"{self._name}-text")
+
+    def interrupt_drive(self) -> bool:
+        """An interrupt instruction: A.5 says to send it only after TextStart, so before the
+        current utterance speaks it is ignored (False), as a cloud that takes the rule strictly
+        would."""
+        if self.current is None or not self.current.speaking:
+            return False
+        return self.interrupt()
 
     def interrupt(self) -> bool:
         """Stop the current utterance (A.5 interrupt); False when nothing was playing."""
@@ -195,6 +204,8 @@ class Speaker:
         return ("AudioOver", {}) if utt.kind == "audio" else ("TextOver", {})
 
     def _status(self, utt: Utterance, status: str, seq: int = 0, **extra: Any) -> None:
+        if status in ("TextStart", "AudioStart"):
+            utt.speaking = True
         self._emit({"Type": 3, "ReqId": utt.req_id, "Seq": seq, "SpeakStatus": status, **extra})
 
     def _finish(self, utt: Utterance, status: str, extra: dict[str, Any], seq: int = 0) -> None:

@@ -130,6 +130,20 @@ async def test_empty_text_interrupt_stops_speech(make_emulator: EmulatorFactory)
             assert stat["Payload"]["SpeakStatus"] == "TextOver"
 
 
+async def test_an_interrupt_before_text_start_is_ignored(make_emulator: EmulatorFactory) -> None:
+    """A.5: send the interrupt only after TextStart; before it, the drive goes on."""
+    async with (
+        make_emulator(speak_delay=0.05) as emu,
+        httpx.AsyncClient(base_url=emu.base_url) as client,
+    ):
+        sid = await started_session(client, emu)
+        async with await open_channel(emu, sid) as ws:
+            await ws.send(drive(sid, "SEND_TEXT", "long", Text="a" * 40, ChatCommand="NotUseChat"))
+            await ws.send(drive(sid, "SEND_TEXT", "stop", Text="", Interrupt=True))  # too early
+            frames = await collect(ws, is_status("TextOver"))
+        assert statuses(frames) == ["WaitingTextStart", "TextStart", "TextOver"]
+
+
 @pytest.mark.parametrize(
     ("frame", "req_id"),
     [
