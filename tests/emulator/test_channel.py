@@ -7,10 +7,11 @@ import base64
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.emulator import Emulator
@@ -94,17 +95,26 @@ async def test_header_of_downstream_frames(emu: Emulator, client: httpx.AsyncCli
     assert frame["Header"] == {"Code": 0, "Message": "", "RequestID": "h1"}
 
 
-async def test_new_text_interrupts_current_speech(make_emulator: EmulatorFactory) -> None:
+@contextlib.asynccontextmanager
+async def speaking(
+    make_emulator: EmulatorFactory,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Emulator, str, ClientConnection]]:
+    """A started session's open channel, on an emulator that speaks in 50 ms steps."""
     async with (
         make_emulator(speak_delay=0.05) as emu,
         httpx.AsyncClient(base_url=emu.base_url) as client,
     ):
         sid = await started_session(client, emu)
         async with await open_channel(emu, sid) as ws:
-            await ws.send(drive(sid, "SEND_TEXT", "old", Text="a" * 200, ChatCommand="NotUseChat"))
-            await collect(ws, is_status("TextStart", "old"))
-            await ws.send(drive(sid, "SEND_TEXT", "new", Text="b", ChatCommand="NotUseChat"))
-            frames = await collect(ws, is_status("TextOver", "new"))
+            yield client, emu, sid, ws
+
+
+async def test_new_text_interrupts_current_speech(make_emulator: EmulatorFactory) -> None:
+    async with speaking(make_emulator) as (_, _, sid, ws):
+        await ws.send(drive(sid, "SEND_TEXT", "old", Text="a" * 200, ChatCommand="NotUseChat"))
+        await collect(ws, is_status("TextStart", "old"))
+        await ws.send(drive(sid, "SEND_TEXT", "new", Text="b", ChatCommand="NotUseChat"))
+        frames = await collect(ws, is_status("TextOver", "new"))
     pairs = [(f["ReqId"], f["SpeakStatus"]) for f in frames]
     assert pairs == [
         ("old", "TextOver"),
@@ -115,33 +125,23 @@ async def test_new_text_interrupts_current_speech(make_emulator: EmulatorFactory
 
 
 async def test_empty_text_interrupt_stops_speech(make_emulator: EmulatorFactory) -> None:
-    async with (
-        make_emulator(speak_delay=0.05) as emu,
-        httpx.AsyncClient(base_url=emu.base_url) as client,
-    ):
-        sid = await started_session(client, emu)
-        async with await open_channel(emu, sid) as ws:
-            await ws.send(drive(sid, "SEND_TEXT", "long", Text="a" * 200, ChatCommand="NotUseChat"))
-            await collect(ws, is_status("TextStart", "long"))
-            await ws.send(drive(sid, "SEND_TEXT", "stop", Text="", Interrupt=True))
-            frames = await collect(ws, is_status("TextOver"))
-            assert frames[-1]["ReqId"] == "long"
-            stat = await ivh(client, emu, "statsession", SessionId=sid)
-            assert stat["Payload"]["SpeakStatus"] == "TextOver"
+    async with speaking(make_emulator) as (client, emu, sid, ws):
+        await ws.send(drive(sid, "SEND_TEXT", "long", Text="a" * 200, ChatCommand="NotUseChat"))
+        await collect(ws, is_status("TextStart", "long"))
+        await ws.send(drive(sid, "SEND_TEXT", "stop", Text="", Interrupt=True))
+        frames = await collect(ws, is_status("TextOver"))
+        assert frames[-1]["ReqId"] == "long"
+        stat = await ivh(client, emu, "statsession", SessionId=sid)
+        assert stat["Payload"]["SpeakStatus"] == "TextOver"
 
 
 async def test_an_interrupt_before_text_start_is_ignored(make_emulator: EmulatorFactory) -> None:
     """A.5: send the interrupt only after TextStart; before it, the drive goes on."""
-    async with (
-        make_emulator(speak_delay=0.05) as emu,
-        httpx.AsyncClient(base_url=emu.base_url) as client,
-    ):
-        sid = await started_session(client, emu)
-        async with await open_channel(emu, sid) as ws:
-            await ws.send(drive(sid, "SEND_TEXT", "long", Text="a" * 40, ChatCommand="NotUseChat"))
-            await ws.send(drive(sid, "SEND_TEXT", "stop", Text="", Interrupt=True))  # too early
-            frames = await collect(ws, is_status("TextOver"))
-        assert statuses(frames) == ["WaitingTextStart", "TextStart", "TextOver"]
+    async with speaking(make_emulator) as (_, _, sid, ws):
+        await ws.send(drive(sid, "SEND_TEXT", "long", Text="a" * 40, ChatCommand="NotUseChat"))
+        await ws.send(drive(sid, "SEND_TEXT", "stop", Text="", Interrupt=True))  # too early
+        frames = await collect(ws, is_status("TextOver"))
+    assert statuses(frames) == ["WaitingTextStart", "TextStart", "TextOver"]
 
 
 @pytest.mark.parametrize(
