@@ -203,13 +203,14 @@ class Connection:
 
     def _on_message(self, message: Mapping[str, Any]) -> bool:
         """Journal and carry out one frame; True when it was a valid instruction."""
-        text = message.get("text")
-        if text is None:  # A.5: upstream frames are JSON text frames
-            text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            self._journal_in(text)
+        binary = message.get("text") is None
+        text: str = (
+            (message.get("bytes") or b"").decode("utf-8", "replace") if binary else message["text"]
+        )
+        self._journal_in(text)
+        if binary:  # A.5: upstream frames are JSON text frames
             self.session.emit(failed_payload(DriveError("frames must be JSON text, not binary")))
             return False
-        self._journal_in(text)
         if not self.session.live:  # closed while connected: drives end the socket
             self.close(1000, f"session closed ({self.session.error_code or 110013})")
             return False

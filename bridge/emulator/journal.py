@@ -55,6 +55,7 @@ class Journal:
         self._paths: deque[str | None] = deque()
         self._sids: deque[str | None] = deque()
         self._encoded: deque[bytes] = deque()
+        self._columns = (self._indexes, self._kinds, self._paths, self._sids, self._encoded)
         self._costs: deque[int] = deque()
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -83,7 +84,7 @@ class Journal:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        for column in (self._indexes, self._kinds, self._paths, self._sids, self._encoded):
+        for column in self._columns:
             column.popleft()
         self._bytes -= self._costs.popleft()
 
@@ -98,7 +99,7 @@ class Journal:
     ) -> list[dict[str, Any]]:
         """Entries from ``since`` on that match every given filter, oldest first."""
         found: list[dict[str, Any]] = []
-        rows = zip(self._indexes, self._kinds, self._paths, self._sids, self._encoded, strict=True)
+        rows = zip(*self._columns, strict=True)
         for index, entry_kind, entry_path, sid, encoded in rows:
             if index < since or (kind and entry_kind != kind):
                 continue
@@ -113,7 +114,7 @@ class Journal:
 
     def clear(self) -> None:
         """Forget every entry (the index keeps counting)."""
-        for column in (self._indexes, self._kinds, self._paths, self._sids, self._encoded):
+        for column in self._columns:
             column.clear()
         self._costs.clear()
         self._bytes = 0
