@@ -23,14 +23,18 @@ EXIT_NO_ANSWER = 3
 @click.command("topics")
 @config_option
 @click.option("--asyncapi", "as_asyncapi", is_flag=True, help="Emit an AsyncAPI 3.0.0 document.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Emit docs/topics.md (Markdown).")
 @click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to a file instead of stdout.",
 )
-def topics_command(config_path: Path | None, as_asyncapi: bool, output: Path | None) -> None:
-    """Print the topic tree for this config (--asyncapi: an AsyncAPI 3 document, as JSON)."""
+def topics_command(
+    config_path: Path | None, as_asyncapi: bool, as_markdown: bool, output: Path | None
+) -> None:
+    """Print the topic tree for this config (--asyncapi: an AsyncAPI 3 document, as JSON;
+    --markdown: the reference of docs/topics.md)."""
     from bridge.app import all_action_specs
 
     settings = load_or_exit(config_path)
@@ -40,6 +44,10 @@ def topics_command(config_path: Path | None, as_asyncapi: bool, output: Path | N
 
         # JSON is YAML 1.2: every AsyncAPI tool reads it, and no YAML library is needed.
         text = json.dumps(asyncapi(settings, specs), indent=2, ensure_ascii=False) + "\n"
+    elif as_markdown:
+        from bridge.cli.topics_doc import topics_markdown
+
+        text = topics_markdown(settings, specs)
     else:
         text = topic_tree(settings, specs)
     if output is None:
