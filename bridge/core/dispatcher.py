@@ -170,7 +170,7 @@ class Dispatcher:
             self._reply_ok(ctx, job.action, result)
 
     def _reply_ok(self, ctx: RequestContext, action: BoundAction, result: Any) -> None:
-        self.outcomes[(ctx.action, "ok")] += 1
+        self._count(ctx.action, "ok")
         if action.spec.reply == "when_asked" and result is None and not ctx.asked:
             self._dedup.finish(ctx, None)
             return
@@ -186,9 +186,14 @@ class Dispatcher:
 
     def reply_error(self, ctx: RequestContext, err: BridgeError) -> None:
         """Answer a request with the error envelope."""
-        self.outcomes[(ctx.action, err.code)] += 1
+        self._count(ctx.action, err.code)
         envelope = error_response(transaction=ctx.transaction, session_id=ctx.session_id, error=err)
         self._publish_reply(ctx, envelope)
+
+    def _count(self, action: str, outcome: str) -> None:
+        """Count an outcome; an action name the bridge does not know counts as `unknown`, so
+        names made up by clients cannot grow the counter (or /metrics) without bound."""
+        self.outcomes[(action if action in self._known else "unknown", outcome)] += 1
 
     def _publish_reply(self, ctx: RequestContext, envelope: dict[str, Any] | None) -> None:
         body = None if envelope is None else dumps(envelope)
@@ -198,7 +203,7 @@ class Dispatcher:
 
     def _bad_route(self, msg: Inbound, route: BadRoute) -> None:
         if route.action is None:
-            self.outcomes[("?", "bad_topic")] += 1
+            self._count("?", "bad_topic")
             self._emitter.bridge_event(
                 "request_error",
                 {"code": "unknown_action", "message": route.reason, "topic": msg.topic},

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.ops.metrics import Metrics
@@ -26,8 +26,9 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
         ready, checks = readiness(readout)
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    async def exposition(_: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def exposition(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", exposition)]
     return Starlette(routes=routes)

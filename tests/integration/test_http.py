@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import App
@@ -132,3 +136,59 @@ async def test_readyz_is_503_without_mqtt(own_broker: Broker, base: str) -> None
         await until_ready(app, True)
         metrics = families((await get(app, "/metrics")).text)
         assert metrics["tencent2mqtt_mqtt_reconnects"].samples[0].value == 1
+
+
+def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and labels: what grows when a label is unbounded."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_stay_parseable_and_bounded_under_hostile_action_names(
+    world: tuple[App, Admin, Probe],
+) -> None:
+    app, _, probe = world
+    hostile = await probe.request('a"b/c\\d')  # a quote and a backslash, unescaped before
+    assert hostile["error"]["code"] == "unknown_action"
+    assert (await probe.request("bridge/health_check"))["status"] == "ok"
+    before = (await get(app, "/metrics")).text
+    found = families(before)  # the whole page parses
+    actions = {s.labels["action"]: s.value for s in found["tencent2mqtt_actions"].samples}
+    assert actions["unknown"] == 1 and actions["bridge/health_check"] == 1
+    assert not any('"' in a or "\\" in a for a in actions)
+
+    rng = random.Random(17)
+    alphabet = "abcXYZ019 \"\\'{}=,é漢/"  # mosquitto refuses control characters
+    for _ in range(200):  # each is answered with an error, or a `request_error` bridge event
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24))).strip("/") or "x"
+        await probe.publish(f"bridge/request/{name}", {"transaction": 1})
+    assert (await probe.request("bridge/health_check"))["status"] == "ok"  # after all 200
+    after = (await get(app, "/metrics")).text
+    found = families(after)
+    unknown = [s for s in found["tencent2mqtt_actions"].samples if s.labels["action"] == "unknown"]
+    assert sum(s.value for s in unknown) == 201
+    assert set(a for s in found["tencent2mqtt_actions"].samples for a in [s.labels["action"]]) <= {
+        "unknown",
+        "bridge/health_check",
+    }
+    assert series(after) - series(before) <= {
+        ("tencent2mqtt_actions_total", (("action", "unknown"), ("outcome", code)))
+        for code in ("bad_topic", "invalid_session_id")
+    }  # at most a new outcome of `unknown`, never a new action
+    assert len(after) < len(before) * 1.2
+
+
+async def test_metrics_speak_openmetrics_when_asked(world: tuple[App, Admin, Probe]) -> None:
+    app, _, probe = world
+    await probe.request('a"b/c\\d')
+    url = f"http://{app.settings.http.listen}/metrics"
+    async with httpx.AsyncClient(timeout=5) as client:
+        await get(app, "/metrics")
+        response = await client.get(url, headers={"Accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    parsed = {f.name for f in openmetrics_families(response.text)}
+    assert "tencent2mqtt_actions" in parsed
