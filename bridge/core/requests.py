@@ -86,6 +86,8 @@ def _parse_json(text: str) -> dict[str, Any]:
         return {}
     try:
         value = jsontext.loads(text, max_depth=jsontext.MAX_DEPTH)
+    except jsontext.NotFinite as exc:  # JSON in form, but nothing the bridge could echo back
+        raise RequestError(f"invalid payload: {exc}", code="invalid_payload") from exc
     except ValueError as exc:
         raise RequestError(f"payload is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(value, dict):

@@ -6,7 +6,6 @@ Desk URLs a UserSig (a bearer credential), so neither may reach a message or a l
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -61,7 +60,7 @@ class Reply:
 
 def dumps(body: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON: the exact bytes sent (Desk's 12 KB limit counts them)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return jsontext.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def code_error(
