@@ -157,10 +157,14 @@ class Dispatcher:
     async def _run(self, job: _Job) -> None:
         ctx = job.ctx
         if self._closing:
-            self.reply_error(ctx, BridgeError("the bridge is shutting down", code="shutting_down"))
+            self.reply_error(ctx, _shutting_down("arrived as the bridge stops"))
             return
         try:
             result = await job.action(job.payload)
+        except asyncio.CancelledError:
+            if self._closing:  # still running when the shutdown grace ran out: say so
+                self.reply_error(ctx, _shutting_down("was cancelled as the bridge stopped"))
+            raise
         except BridgeError as err:
             self.reply_error(ctx, err)
         except Exception:
@@ -223,6 +227,11 @@ class Dispatcher:
             if pending:
                 log.warning("shutdown: %d actions cancelled after %.1fs", len(pending), grace)
                 await asyncio.wait(pending)
+
+
+def _shutting_down(what: str) -> BridgeError:
+    """Retryable: the same command succeeds on the restarted bridge, or another instance."""
+    return BridgeError(f"the request {what}; send it again", code="shutting_down", retryable=True)
 
 
 def _unexpected(msg: Inbound, exc: Exception) -> BridgeError:
