@@ -100,7 +100,7 @@ class DeskFeature:
             client_user_id=payload.client_user_id,
             customer_service_id=payload.customer_service_id,
         )
-        return self._publish_state(state)
+        return self._publish_state(state, republish=True)
 
     async def _fetch(self, sid: str | None, **by_user: str | None) -> DeskSessionState:
         try:
@@ -120,7 +120,9 @@ class DeskFeature:
         with contextlib.suppress(BridgeError):
             self._publish_state(await self._fetch(sid))
 
-    def _publish_state(self, state: DeskSessionState) -> dict[str, Any]:
+    def _publish_state(self, state: DeskSessionState, *, republish: bool = False) -> dict[str, Any]:
+        """Retain the state and emit `state_changed` when it changed; `republish` retains it
+        even when it did not (`desk/<sid>/get`, SPEC 2.3), without an event."""
         sid = state.session_id
         body = {
             "session_id": sid,
@@ -144,6 +146,8 @@ class DeskFeature:
                 before=before[0] if before else None,
                 after=state.state,
             )
+        elif republish:
+            self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
         return body
 
     def _ended(self, sid: str) -> None:

@@ -249,7 +249,10 @@ class IvhFeature:
     async def get_session(self, payload: SessionRef) -> dict[str, Any]:
         """Fetch a session's status now (statsession) and republish its state."""
         stat = await self._guard(self._client.stat_session(payload.session_id), payload.session_id)
+        known = self._tracker.get(stat.session_id)
         state = self._apply_stat(stat)
+        if state is known:  # unchanged, so not published: republished all the same
+            self._tracker.republish(stat.session_id)
         extra = {"speak_status": stat.speak_status, "error_code": stat.error_code}
         return {**state.as_dict(), **extra, "error_message": stat.error_message}
 
