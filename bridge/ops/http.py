@@ -23,6 +23,7 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
+        await readout.verify()
         ready, checks = readiness(readout)
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -35,11 +36,12 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
 
 
 def readiness(readout: Readout) -> tuple[bool, dict[str, bool]]:
-    """Ready when MQTT is connected and every service's last upstream call got through."""
+    """Ready when MQTT is connected and every service's last upstream call got through (a
+    service not called yet, `reachable: null`, is not ready yet)."""
     snapshot = readout.snapshot()
     checks = {"mqtt": bool(snapshot["mqtt"]["connected"])}
     for name in readout.services():
-        checks[name] = bool(snapshot.get(name, {}).get("reachable", True))
+        checks[name] = snapshot.get(name, {}).get("reachable") is True
     return all(checks.values()), checks
 
 

@@ -216,7 +216,9 @@ def _on_retry(ctx: CallContext, attempt: int, exc: Exception, delay: float) -> N
     ctx.maybe_applied = ctx.maybe_applied or outcome_unknown(exc)
     code = exc.code if isinstance(exc, BridgeError) else type(exc).__name__
     upstream = exc.upstream_code if isinstance(exc, BridgeError) else None
-    logger.info(
+    # Debug: one line per attempt of every call; the service's condition is logged once per
+    # change (bridge.core.condition).
+    logger.debug(
         "%s %s attempt %d failed (%s, upstream code %s); retrying in %.2f s",
         SERVICE_NAMES[ctx.service],
         ctx.api,

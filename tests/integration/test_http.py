@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -190,3 +191,72 @@ async def test_metrics_speak_openmetrics_when_asked(world: tuple[App, Admin, Pro
     assert response.text.endswith("# EOF\n")
     parsed = {f.name for f in openmetrics_families(response.text)}  # type: ignore[no-untyped-call]
     assert "tencent2mqtt_actions" in parsed
+
+
+def records(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def test_a_wrong_desk_key_is_not_silent(
+    broker: Broker, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No session watched, so nothing called Desk: /readyz asks it, and the log says why."""
+    caplog.set_level(logging.INFO)
+    async with emulator() as emu:
+        sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
+        sections["desk"]["secret_key"] = "0" * 64  # not the app's key
+        sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            assert app.snapshot()["desk"]["reachable"] is None  # nothing called yet
+            first = await get(app, "/readyz")
+            assert first.status_code == 503
+            assert first.json()["checks"] == {"mqtt": True, "desk": False}
+            for _ in range(5):
+                assert (await get(app, "/readyz")).status_code == 503
+            health = app.snapshot()["desk"]
+    assert health["reachable"] is False and health["last_error"]["code"] == "auth_failed"
+    assert health["last_error"]["at"].endswith("Z")  # ISO 8601, like every time in health
+    said = [r for r in caplog.records if r.name.startswith("bridge") and "auth_failed" in r.message]
+    assert len(said) == 1, [r.message for r in said]  # once per change, not per call
+    assert said[0].levelno == logging.ERROR and said[0].getMessage().startswith("desk: ")
+
+
+async def test_readyz_asks_desk_with_a_real_call_when_nothing_else_tells(
+    broker: Broker, base: str
+) -> None:
+    async with emulator() as emu, Admin(emu) as admin:
+        sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
+        sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            ready = await get(app, "/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"]["desk"] is True
+            calls = await admin.journal("get_session_state")
+            assert len(calls) == 1  # the check itself
+            await get(app, "/readyz")  # judged a moment ago: no second call
+            assert len(await admin.journal("get_session_state")) == 1
+
+
+async def test_an_outage_and_its_recovery_are_each_logged_once(
+    world: tuple[App, Admin, Probe], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, admin, _ = world
+    caplog.set_level(logging.INFO)
+    await until_ready(app, True)
+    await admin.fault("listsessionofuin", 1000, http_status=503)
+    await until_ready(app, False)
+    await asyncio.sleep(1.0)  # polls every 0.2 s keep failing
+    await admin.call("DELETE", "/faults")
+    await until_ready(app, True)
+    assert len(records(caplog, "ivh: session poll failed")) == 1
+    recovered = records(caplog, "ivh: recovered after")
+    assert len(recovered) == 1 and "(was upstream_unavailable)" in recovered[0]
+
+
+async def test_first_health_says_unknown_until_a_call_says_otherwise(
+    broker: Broker, base: str
+) -> None:
+    async with emulator() as emu:
+        sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            assert app.snapshot()["desk"]["reachable"] is None
+            assert app.snapshot()["desk"]["last_error"] is None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bridge.core.actions import action
+from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 StateKey = tuple[str, str | None, str | None]
+# Errors that say the service (not one request) fails: /readyz shows `desk: false` on them.
+SERVICE_FAILURES = frozenset({"upstream_unavailable", "timeout", "auth_failed", "upstream_error"})
+VERIFY_AFTER = 60.0  # seconds without a Desk call before /readyz makes one of its own
+VERIFY_SESSION = "tencent2mqtt-readyz-check"  # never a real session: answered 141005
 
 
 class DeskFeature:
@@ -50,8 +55,8 @@ class DeskFeature:
         )
         for sid in self._cfg.watch:
             self._watcher.watch(sid)
-        self._reachable = True
-        self._last_error: dict[str, Any] | None = None
+        self._condition = Condition(name="desk", logger=log)
+        self._verifying: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -75,8 +80,7 @@ class DeskFeature:
     def status(self) -> dict[str, Any]:
         """The `desk` part of bridge/health."""
         return {
-            "reachable": self._reachable,
-            "last_error": self._last_error,
+            **self._condition.status(),
             "watched_sessions": len(self._watcher.watched),
             "polls": self._watcher.polls,
             "open_streams": sum(1 for s in self._streams.values() if s.open),
@@ -84,12 +88,45 @@ class DeskFeature:
         }
 
     def _ok(self) -> None:
-        self._reachable, self._last_error = True, None
+        self._condition.ok()
 
     def _failed(self, exc: BridgeError) -> None:
-        if exc.code in ("upstream_unavailable", "timeout", "auth_failed", "upstream_error"):
-            self._reachable = False
-        self._last_error = {"code": exc.code, "message": exc.message, "at": time.time()}
+        self._condition.failed(exc.code, exc.message, unreachable=exc.code in SERVICE_FAILURES)
+
+    async def verify(self) -> None:
+        """Judge the credentials with a real call when no call has in `VERIFY_AFTER` seconds
+        (`/readyz`): with no session watched, a wrong key showed nowhere. A session id that
+        cannot exist: Desk checks the UserSig first, so "no such session" means it passed."""
+        last = self._condition.last_call
+        if last is not None and time.monotonic() - last < VERIFY_AFTER:
+            return
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.create_task(self._verify_once(), name="desk-verify")
+        await asyncio.shield(self._verifying)
+
+    async def _verify_once(self) -> None:
+        try:
+            await self._client.get_session_state(session_id=VERIFY_SESSION)
+        except UpstreamError as exc:
+            if exc.code == "session_not_found":
+                self._ok()
+            else:
+                self._failed(exc)
+            return
+        except BridgeError as exc:
+            self._failed(exc)
+            return
+        self._ok()
+
+    async def _send_stream_msg(self, **fields: Any) -> str | None:
+        """The client's `send_stream_msg`, its outcome judging the service like any call."""
+        try:
+            key = await self._client.send_stream_msg(**fields)
+        except BridgeError as exc:
+            self._failed(exc)
+            raise
+        self._ok()
+        return key
 
     # -- state --------------------------------------------------------------------------------
     @action("desk/get_session_state")
@@ -107,6 +144,7 @@ class DeskFeature:
             state = await self._client.get_session_state(session_id=sid, **by_user)
         except UpstreamError as exc:
             if exc.code == "session_not_found" and sid is not None:
+                self._ok()  # the service answered: it is the session that is gone
                 self._ended(sid)
             else:
                 self._failed(exc)
@@ -203,7 +241,7 @@ class DeskFeature:
         if stream is None:
             stream = SessionStream(
                 sid,
-                send=self._client.send_stream_msg,
+                send=self._send_stream_msg,
                 on_finished=self._finished,
                 max_queue=self._cfg.stream_queue_size,
             )
