@@ -236,3 +236,13 @@ async def test_get_republishes_an_unchanged_state_without_an_event(world: World)
     )
     assert state.json()["state"] == first["data"]["state"]
     assert len(w.probe.on(f"desk/{sid}/event")) == 1  # the first fetch's change only
+
+
+async def test_a_chunk_that_looks_like_json_but_is_not_is_sent_as_text(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    await w.probe.publish(f"desk/{sid}/stream", b"{hello} ")
+    await w.probe.publish(f"desk/{sid}/stream", {"chunk": "[world]", "finish": True})
+    done = await w.probe.wait_json("bridge/response/desk/send_stream", timeout=10)
+    assert done["status"] == "ok", done
+    assert [m["text"] for m in await w.admin.messages(sid)] == ["{hello} [world]"]

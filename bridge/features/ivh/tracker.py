@@ -243,6 +243,17 @@ class SessionTracker:
                 before=was,
                 after=after.status,
             )
+        if after.started and not (before.started if before else False) and not after.terminal:
+            # Armed for driving (startsession, or seen started in a listing): the retained state
+            # changed, so an event says so, as for any change (SPEC 3.4).
+            self._emitter.emit(
+                "ivh",
+                after.session_id,
+                "session_started",
+                after.as_dict(),
+                before=False,
+                after=True,
+            )
         if after.terminal:
             self._closed_at.setdefault(after.session_id, time.monotonic())
             if after.status_code == 2 and was != "closed":
