@@ -16,6 +16,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import App
+from bridge.features.desk import feature as desk_feature
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker, free_port
 from tests.support.cloud import Admin, emulator, upstream_sections
@@ -197,43 +198,66 @@ def records(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
-async def test_a_wrong_desk_key_is_not_silent(
+async def until_logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    async with asyncio.timeout(10):
+        while not records(caplog, text):
+            await asyncio.sleep(0.05)
+
+
+def wrong_key_sections(emu: Any, **http: Any) -> dict[str, Any]:
+    sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
+    sections["desk"]["secret_key"] = "0" * 64  # not the app's key
+    if http:
+        sections["http"] = http
+    return sections
+
+
+async def test_a_wrong_desk_key_is_logged_at_start_with_no_session_watched(
     broker: Broker, base: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No session watched, so nothing called Desk: /readyz asks it, and the log says why."""
     caplog.set_level(logging.INFO)
     async with emulator() as emu:
-        sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
-        sections["desk"]["secret_key"] = "0" * 64  # not the app's key
-        sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
-        async with running(settings_for(broker.url, base, **sections)) as app:
-            assert app.snapshot()["desk"]["reachable"] is None  # nothing called yet
-            first = await get(app, "/readyz")
-            assert first.status_code == 503
-            assert first.json()["checks"] == {"mqtt": True, "desk": False}
-            for _ in range(5):
-                assert (await get(app, "/readyz")).status_code == 503
+        settings = settings_for(broker.url, base, **wrong_key_sections(emu))
+        async with running(settings) as app:
+            await until_logged(caplog, "auth_failed")
             health = app.snapshot()["desk"]
     assert health["reachable"] is False and health["last_error"]["code"] == "auth_failed"
     assert health["last_error"]["at"].endswith("Z")  # ISO 8601, like every time in health
     said = [r for r in caplog.records if r.name.startswith("bridge") and "auth_failed" in r.message]
-    assert len(said) == 1, [r.message for r in said]  # once per change, not per call
-    assert said[0].levelno == logging.ERROR and said[0].getMessage().startswith("desk: ")
+    assert len(said) == 1 and said[0].levelno == logging.ERROR
+    assert said[0].getMessage().startswith("desk: ") and "check the credentials" in said[0].message
 
 
 async def test_readyz_asks_desk_with_a_real_call_when_nothing_else_tells(
-    broker: Broker, base: str
+    broker: Broker, base: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(desk_feature, "VERIFY_AFTER", 0.0)  # every /readyz is "long after"
+    async with emulator() as emu, Admin(emu) as admin:
+        sections = wrong_key_sections(emu, listen=f"127.0.0.1:{free_port()}")
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            await until_logged(caplog, "auth_failed")
+            calls = len(await admin.journal("get_session_state"))
+            for _ in range(5):
+                response = await get(app, "/readyz")
+                assert response.status_code == 503
+                assert response.json()["checks"] == {"mqtt": True, "desk": False}
+            assert len(await admin.journal("get_session_state")) == calls + 5  # real calls
+    said = [r for r in caplog.records if r.name.startswith("bridge") and "auth_failed" in r.message]
+    assert len(said) == 1  # once per change of state, not per call
+
+
+async def test_readyz_does_not_call_desk_when_a_call_just_told(broker: Broker, base: str) -> None:
     async with emulator() as emu, Admin(emu) as admin:
         sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
         sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
         async with running(settings_for(broker.url, base, **sections)) as app:
-            ready = await get(app, "/readyz")
-            assert ready.status_code == 200 and ready.json()["checks"]["desk"] is True
-            calls = await admin.journal("get_session_state")
-            assert len(calls) == 1  # the check itself
-            await get(app, "/readyz")  # judged a moment ago: no second call
-            assert len(await admin.journal("get_session_state")) == 1
+            ready = await until_ready(app, True)
+            assert ready.json()["checks"]["desk"] is True
+            calls = len(await admin.journal("get_session_state"))
+            assert calls == 1  # the check at start
+            await get(app, "/readyz")
+            assert len(await admin.journal("get_session_state")) == calls
 
 
 async def test_an_outage_and_its_recovery_are_each_logged_once(
@@ -255,8 +279,13 @@ async def test_an_outage_and_its_recovery_are_each_logged_once(
 async def test_first_health_says_unknown_until_a_call_says_otherwise(
     broker: Broker, base: str
 ) -> None:
-    async with emulator() as emu:
+    async with emulator() as emu, Admin(emu) as admin:
+        await admin.fault("get_session_state", 1, latency_ms=1500)  # the first call is slow
         sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
         async with running(settings_for(broker.url, base, **sections)) as app:
             assert app.snapshot()["desk"]["reachable"] is None
             assert app.snapshot()["desk"]["last_error"] is None
+            async with asyncio.timeout(5):
+                while app.snapshot()["desk"]["reachable"] is None:
+                    await asyncio.sleep(0.05)
+            assert app.snapshot()["desk"]["reachable"] is True

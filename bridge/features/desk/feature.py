@@ -28,7 +28,7 @@ StateKey = tuple[str, str | None, str | None]
 # Errors that say the service (not one request) fails: /readyz shows `desk: false` on them.
 SERVICE_FAILURES = frozenset({"upstream_unavailable", "timeout", "auth_failed", "upstream_error"})
 VERIFY_AFTER = 60.0  # seconds without a Desk call before /readyz makes one of its own
-VERIFY_SESSION = "tencent2mqtt-readyz-check"  # never a real session: answered 141005
+VERIFY_SESSION = "tencent2mqtt-credentials-check"  # never a real session: answered 141005
 
 
 class DeskFeature:
@@ -64,6 +64,8 @@ class DeskFeature:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             self._watching = tg.create_task(self._watcher.run(), name="desk-watch")
+            if not self._cfg.watch:  # no poll will judge the credentials: one call says now
+                tg.create_task(self.verify(), name="desk-verify")
             tg.create_task(self._idle_loop(), name="desk-stream-idle")
             for stream in self._streams.values():
                 self._kick(stream)
@@ -94,9 +96,10 @@ class DeskFeature:
         self._condition.failed(exc.code, exc.message, unreachable=exc.code in SERVICE_FAILURES)
 
     async def verify(self) -> None:
-        """Judge the credentials with a real call when no call has in `VERIFY_AFTER` seconds
-        (`/readyz`): with no session watched, a wrong key showed nowhere. A session id that
-        cannot exist: Desk checks the UserSig first, so "no such session" means it passed."""
+        """Judge the credentials with a real call when none was made in `VERIFY_AFTER` s (at
+        start with no session watched, and for `/readyz`): a wrong key showed nowhere. It asks
+        for a session that cannot exist: Desk checks the UserSig first, so "no such session"
+        means the credentials passed."""
         last = self._condition.last_call
         if last is not None and time.monotonic() - last < VERIFY_AFTER:
             return
