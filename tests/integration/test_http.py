@@ -237,12 +237,14 @@ async def test_readyz_asks_desk_with_a_real_call_when_nothing_else_tells(
         sections = wrong_key_sections(emu, listen=f"127.0.0.1:{free_port()}")
         async with running(settings_for(broker.url, base, **sections)) as app:
             await until_logged(caplog, "auth_failed")
-            calls = len(await admin.journal("get_session_state"))
             for _ in range(5):
+                calls = len(await admin.journal("get_session_state"))
                 response = await get(app, "/readyz")
                 assert response.status_code == 503
                 assert response.json()["checks"] == {"mqtt": True, "desk": False}
-            assert len(await admin.journal("get_session_state")) == calls + 5  # real calls
+                async with asyncio.timeout(5):  # each probe started a real call
+                    while len(await admin.journal("get_session_state")) == calls:
+                        await asyncio.sleep(0.02)
     said = [r for r in caplog.records if r.name.startswith("bridge") and "auth_failed" in r.message]
     assert len(said) == 1  # once per change of state, not per call
 
@@ -289,3 +291,20 @@ async def test_first_health_says_unknown_until_a_call_says_otherwise(
                 while app.snapshot()["desk"]["reachable"] is None:
                     await asyncio.sleep(0.05)
             assert app.snapshot()["desk"]["reachable"] is True
+
+
+async def test_readyz_answers_at_once_while_its_desk_check_is_slow(
+    broker: Broker, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A readiness probe times out in about a second: known is answered, the check goes on."""
+    monkeypatch.setattr(desk_feature, "VERIFY_AFTER", 0.0)
+    async with emulator() as emu, Admin(emu) as admin:
+        sections: dict[str, Any] = upstream_sections(emu, ivh={"enabled": False})
+        sections["http"] = {"listen": f"127.0.0.1:{free_port()}"}
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            await until_ready(app, True)
+            await admin.fault("get_session_state", 1, latency_ms=3000)
+            started = asyncio.get_running_loop().time()
+            ready = await get(app, "/readyz")
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert ready.status_code == 200

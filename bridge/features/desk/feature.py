@@ -72,6 +72,8 @@ class DeskFeature:
 
     async def aclose(self) -> None:
         """Let queued chunks go out (bounded by the caller), stop polling, close HTTP."""
+        if self._verifying is not None:
+            self._verifying.cancel()
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.gather(self._watching, return_exceptions=True)
@@ -99,13 +101,15 @@ class DeskFeature:
         """Judge the credentials with a real call when none was made in `VERIFY_AFTER` s (at
         start with no session watched, and for `/readyz`): a wrong key showed nowhere. It asks
         for a session that cannot exist: Desk checks the UserSig first, so "no such session"
-        means the credentials passed."""
+        means the credentials passed. Awaited only while nothing is known: otherwise the last
+        judgment answers now and the check updates it (a readiness probe has a short timeout)."""
         last = self._condition.last_call
         if last is not None and time.monotonic() - last < VERIFY_AFTER:
             return
         if self._verifying is None or self._verifying.done():
             self._verifying = asyncio.create_task(self._verify_once(), name="desk-verify")
-        await asyncio.shield(self._verifying)
+        if self._condition.reachable is None:
+            await asyncio.shield(self._verifying)
 
     async def _verify_once(self) -> None:
         try:
