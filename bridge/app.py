@@ -7,16 +7,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 from bridge.config import Settings
 from bridge.core.actions import ActionSpec, Registry, specs_of
 from bridge.core.dispatcher import Dispatcher
 from bridge.core.envelope import Emitter
-from bridge.core.feature import Feature, handler_of, subscriptions_of
+from bridge.core.feature import Feature, handler_of, subscriptions_of, verifier_of
 from bridge.core.inbound import Inbound
+from bridge.core.observe import Service
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
+from bridge.errors import OUTCOMES
 from bridge.features.deps import Deps
 from bridge.features.desk.feature import DeskFeature, build_desk
 from bridge.features.health import BridgeFeature
@@ -48,7 +50,11 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics(settings.mqtt.base_topic)
-        self.metrics = Metrics()
+        self.metrics = Metrics(
+            actions={spec.key for spec in all_action_specs()},
+            services=get_args(Service),
+            outcomes=OUTCOMES,
+        )
         self.ownership = Ownership(settings.mqtt.effective_client_id())
         self.link = MqttLink(
             settings.mqtt,
@@ -113,7 +119,17 @@ class App:
             snapshot=self.snapshot,
             outcomes=lambda: self.dispatcher.outcomes,
             services=lambda: self.services,
+            verify=self._verify,
         )
+
+    async def _verify(self) -> None:
+        """Let each service that can judge itself with a real call do so (bounded)."""
+        checks = [verify() for verify in map(verifier_of, self.features) if verify is not None]
+        if checks:
+            timeout = self.settings.desk.request_timeout + 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*checks, return_exceptions=True)
 
     def snapshot(self) -> dict[str, Any]:
         """The health document's body: MQTT, services, queues."""

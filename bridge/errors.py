@@ -11,7 +11,7 @@ ids, never from credentials, URLs with signatures, or raw upstream bodies.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -35,6 +35,10 @@ ErrorCode = Literal[
     "shutting_down",
     "internal_error",
 ]
+
+# What `tencent2mqtt_actions_total{outcome}` may say besides "ok": every code, and a message on
+# a subscribed topic that names no action.
+OUTCOMES = frozenset({*get_args(ErrorCode), "bad_topic"})
 
 
 class BridgeError(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def topics_command(
         from bridge.cli.asyncapi import asyncapi
 
         # JSON is YAML 1.2: every AsyncAPI tool reads it, and no YAML library is needed.
-        text = json.dumps(asyncapi(settings, specs), indent=2, ensure_ascii=False) + "\n"
+        text = jsontext.dumps(asyncapi(settings, specs), indent=2) + "\n"
     elif as_markdown:
         from bridge.cli.topics_doc import topics_markdown
 
@@ -98,7 +97,7 @@ def request_command(config_path: Path | None, action: str, payload: str, timeout
     except BrokerError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_NO_ANSWER)
-    click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+    click.echo(jsontext.dumps(answer, indent=2))
     sys.exit(0 if answer.get("status") == "ok" else EXIT_ERROR_RESPONSE)
 
 

@@ -4,11 +4,12 @@ within a window, answering it with the first one's response instead (issue 7, SP
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from bridge.core import jsontext
 
 if TYPE_CHECKING:
     from bridge.core.requests import RequestContext
@@ -85,4 +86,4 @@ class Deduplicator:
 def _as_duplicate(body: bytes | None, ctx: RequestContext) -> dict[str, Any] | None:
     if body is None:
         return None
-    return {**json.loads(body), "transaction": ctx.transaction, "duplicate": True}
+    return {**jsontext.loads(body), "transaction": ctx.transaction, "duplicate": True}

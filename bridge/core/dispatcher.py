@@ -157,10 +157,14 @@ class Dispatcher:
     async def _run(self, job: _Job) -> None:
         ctx = job.ctx
         if self._closing:
-            self.reply_error(ctx, BridgeError("the bridge is shutting down", code="shutting_down"))
+            self.reply_error(ctx, _shutting_down("arrived as the bridge stops"))
             return
         try:
             result = await job.action(job.payload)
+        except asyncio.CancelledError:
+            if self._closing:  # still running when the shutdown grace ran out: say so
+                self.reply_error(ctx, _shutting_down("was cancelled as the bridge stopped"))
+            raise
         except BridgeError as err:
             self.reply_error(ctx, err)
         except Exception:
@@ -170,7 +174,7 @@ class Dispatcher:
             self._reply_ok(ctx, job.action, result)
 
     def _reply_ok(self, ctx: RequestContext, action: BoundAction, result: Any) -> None:
-        self.outcomes[(ctx.action, "ok")] += 1
+        self._count(ctx.action, "ok")
         if action.spec.reply == "when_asked" and result is None and not ctx.asked:
             self._dedup.finish(ctx, None)
             return
@@ -186,9 +190,14 @@ class Dispatcher:
 
     def reply_error(self, ctx: RequestContext, err: BridgeError) -> None:
         """Answer a request with the error envelope."""
-        self.outcomes[(ctx.action, err.code)] += 1
+        self._count(ctx.action, err.code)
         envelope = error_response(transaction=ctx.transaction, session_id=ctx.session_id, error=err)
         self._publish_reply(ctx, envelope)
+
+    def _count(self, action: str, outcome: str) -> None:
+        """Count an outcome; an action name the bridge does not know counts as `unknown`, so
+        names made up by clients cannot grow the counter (or /metrics) without bound."""
+        self.outcomes[(action if action in self._known else "unknown", outcome)] += 1
 
     def _publish_reply(self, ctx: RequestContext, envelope: dict[str, Any] | None) -> None:
         body = None if envelope is None else dumps(envelope)
@@ -198,7 +207,7 @@ class Dispatcher:
 
     def _bad_route(self, msg: Inbound, route: BadRoute) -> None:
         if route.action is None:
-            self.outcomes[("?", "bad_topic")] += 1
+            self._count("?", "bad_topic")
             self._emitter.bridge_event(
                 "request_error",
                 {"code": "unknown_action", "message": route.reason, "topic": msg.topic},
@@ -218,6 +227,11 @@ class Dispatcher:
             if pending:
                 log.warning("shutdown: %d actions cancelled after %.1fs", len(pending), grace)
                 await asyncio.wait(pending)
+
+
+def _shutting_down(what: str) -> BridgeError:
+    """Retryable: the same command succeeds on the restarted bridge, or another instance."""
+    return BridgeError(f"the request {what}; send it again", code="shutting_down", retryable=True)
 
 
 def _unexpected(msg: Inbound, exc: Exception) -> BridgeError:

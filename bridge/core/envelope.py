@@ -6,11 +6,11 @@ Features never import the MQTT library: they publish through the `Publisher` por
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bridge.core import jsontext
 from bridge.core.topics import Topics
 from bridge.errors import BridgeError
 
@@ -21,8 +21,8 @@ def now_iso() -> str:
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
-    """Serialise a payload as compact UTF-8 JSON."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    """Serialise a payload as compact UTF-8 JSON (never `NaN`: see `jsontext.dumps`)."""
+    return jsontext.dumps(payload, separators=(",", ":"), default=str).encode()
 
 
 def ok_response(

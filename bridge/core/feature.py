@@ -34,6 +34,9 @@ class Hooks(Protocol):
     def start(self) -> None:
         """Publish what it owns once the bridge starts (discovery documents, ...)."""
 
+    async def verify(self) -> None:
+        """Judge the upstream with a real call if nothing else has lately (`/readyz`)."""
+
 
 def subscriptions_of(feature: object) -> list[str]:
     """The feature's own subscriptions, if it has any."""
@@ -44,4 +47,10 @@ def subscriptions_of(feature: object) -> list[str]:
 def handler_of(feature: object) -> Any:
     """The feature's `handles(msg)`, or None."""
     fn = getattr(feature, "handles", None)
+    return fn if callable(fn) else None
+
+
+def verifier_of(feature: object) -> Any:
+    """The feature's `verify()`, or None."""
+    fn = getattr(feature, "verify", None)
     return fn if callable(fn) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Deeper than any payload or frame of these protocols, far from the ~990 the encoder manages.
@@ -13,19 +14,53 @@ class TooDeep(ValueError):
     """JSON nested deeper than the parser manages, or than the caller's `max_depth`."""
 
 
+class NotFinite(ValueError):
+    """`NaN`, `Infinity` or a number past a float's range (`1e400`): Python's parser takes them,
+    but they are not JSON, and echoed back they break every other client's parser."""
+
+
+def _constant(name: str) -> float:
+    raise NotFinite(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotFinite(f"{text[:40]} is out of range of a JSON number (a 64-bit float)")
+    return value
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """`json.dumps` that cannot write `NaN` or `Infinity` (it raises ValueError instead): what
+    the bridge writes is JSON for every parser, Node-RED's `JSON.parse` included."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+
+
 def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
     """`json.loads`, except that a document nested too deep raises ValueError like any other
     malformed one: deeper than the parser's recursion limit (RecursionError, which callers
     catching ValueError let through: a payload of 30,000 `[` went unanswered), or than
     `max_depth` where the document is sent on, echoed in a reply or an event, since the
-    encoder recurses too and fails on what the parser took (~990 levels)."""
+    encoder recurses too and fails on what the parser took (~990 levels). Non-finite numbers
+    raise `NotFinite`."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
     except RecursionError as exc:
         raise TooDeep("JSON nested too deeply") from exc
+    except NotFinite:
+        _syntax(raw)  # a document broken after its `NaN` is malformed first
+        raise
     if max_depth is not None and _brackets(raw) > max_depth and _deeper(value, max_depth):
         raise TooDeep(f"JSON nested deeper than {max_depth} levels")
     return value
+
+
+def _syntax(raw: str | bytes | bytearray) -> None:
+    """Raise what the plain parser says of `raw`, if anything."""
+    try:
+        json.loads(raw)
+    except RecursionError as exc:
+        raise TooDeep("JSON nested too deeply") from exc
 
 
 def _brackets(raw: str | bytes | bytearray) -> int:

@@ -75,10 +75,27 @@ def decode_payload(route: Route, raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise RequestError("payload is not valid UTF-8", code="invalid_json") from exc
     plain = PLAIN_TEXT_FIELD.get(route.action) if route.shorthand else None
-    if plain and not text.lstrip().startswith("{"):
-        return {plain: text, "session_id": route.session_id}
-    data = _parse_json(text)
+    if plain:
+        data = _object_or_none(text)
+        if data is None:  # anything but a JSON object is what to say: `{hello}` too
+            return {plain: text, "session_id": route.session_id}
+    else:
+        data = _parse_json(text)
     return _with_topic_session(route, data)
+
+
+def _object_or_none(text: str) -> dict[str, Any] | None:
+    """The JSON object `text` is, or None. An object with numbers JSON has not (`NaN`) or
+    nested too deep is refused: it was meant as an object, and speaking it would surprise."""
+    if not text.lstrip().startswith("{"):  # no JSON object can start otherwise: no parse
+        return None
+    try:
+        value = jsontext.loads(text, max_depth=jsontext.MAX_DEPTH)
+    except (jsontext.NotFinite, jsontext.TooDeep):
+        return _parse_json(text)  # raises the request error
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _parse_json(text: str) -> dict[str, Any]:
@@ -86,6 +103,8 @@ def _parse_json(text: str) -> dict[str, Any]:
         return {}
     try:
         value = jsontext.loads(text, max_depth=jsontext.MAX_DEPTH)
+    except jsontext.NotFinite as exc:  # JSON in form, but nothing the bridge could echo back
+        raise RequestError(f"invalid payload: {exc}", code="invalid_payload") from exc
     except ValueError as exc:
         raise RequestError(f"payload is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(value, dict):

@@ -9,7 +9,6 @@ only aiomqtt users.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -119,7 +118,7 @@ async def request(
         reply_topic = topics.response(action)
         body.setdefault("transaction", token)
     await client.subscribe(reply_topic)
-    payload = json.dumps(body, ensure_ascii=False).encode()
+    payload = jsontext.dumps(body).encode()
     await client.publish(
         topics.request(action), payload, response_topic=reply_topic, correlation_data=token.encode()
     )

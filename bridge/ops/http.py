@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.ops.metrics import Metrics
@@ -23,22 +23,25 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
+        await readout.verify()
         ready, checks = readiness(readout)
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    async def exposition(_: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def exposition(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", exposition)]
     return Starlette(routes=routes)
 
 
 def readiness(readout: Readout) -> tuple[bool, dict[str, bool]]:
-    """Ready when MQTT is connected and every service's last upstream call got through."""
+    """Ready when MQTT is connected and every service's last upstream call got through (a
+    service not called yet, `reachable: null`, is not ready yet)."""
     snapshot = readout.snapshot()
     checks = {"mqtt": bool(snapshot["mqtt"]["connected"])}
     for name in readout.services():
-        checks[name] = bool(snapshot.get(name, {}).get("reachable", True))
+        checks[name] = snapshot.get(name, {}).get("reachable") is True
     return all(checks.values()), checks
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from bridge.core import jsontext
 from bridge.tencent.redact import RedactQueryFilter
 
 REDACTED = "**********"
@@ -56,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exc"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False)
+        return jsontext.dumps(entry)
 
 
 def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:

@@ -1,14 +1,23 @@
-"""Prometheus metrics (text exposition format 0.0.4), rendered from live counters."""
+"""Prometheus metrics on `prometheus_client`: it escapes label values and speaks both the text
+format and OpenMetrics. Each bridge has its own `CollectorRegistry` (tests run several in one
+process). Every label value is bounded: an action, service or outcome the bridge does not know
+(any MQTT client can publish to `<base>/bridge/request/<anything>`) counts as `unknown`, so the
+page cannot grow with what clients send."""
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
+from collections.abc import Collection, Iterable, Iterator
 from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
 from bridge.ops.readout import Readout
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNKNOWN = "unknown"
+PREFIX = "tencent2mqtt"
 
 
 class CallLike(Protocol):
@@ -26,108 +35,108 @@ class CallLike(Protocol):
     def retries(self) -> int: ...
 
 
-class Histogram:
-    """A cumulative-bucket latency histogram."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        """Add one observation in seconds."""
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
-        self.total += value
-        self.n += 1
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        """Exposition lines for this histogram."""
-        out, running = [], 0
-        for bound, count in zip((*BUCKETS, float("inf")), self.counts, strict=True):
-            running += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'{name}_bucket{{{labels},le="{le}"}} {running}')
-        out.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
-        out.append(f"{name}_count{{{labels}}} {self.n}")
-        return out
+def bounded(value: str, known: Collection[str]) -> str:
+    """`value` if it is one the bridge knows, else `unknown`."""
+    return value if value in known else UNKNOWN
 
 
 class Metrics:
-    """Counters fed by the clients and read from the app's live state."""
+    """Upstream call counters (fed by the clients) and live values read from the running app."""
 
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str, str]] = Counter()
-        self.retries: Counter[tuple[str, str]] = Counter()
-        self.latency: dict[tuple[str, str], Histogram] = {}
-        self._readout: Readout | None = None
+    def __init__(
+        self,
+        *,
+        actions: Collection[str],
+        services: Collection[str],
+        outcomes: Collection[str],
+    ) -> None:
+        self._actions = frozenset(actions)
+        self._services = frozenset(services)
+        self._outcomes = frozenset({"ok", *outcomes})
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("service", "api")
+        self._calls = Counter(
+            f"{PREFIX}_upstream_calls",
+            "Upstream API calls by outcome",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self._retries = Counter(
+            f"{PREFIX}_upstream_retries", "Upstream retries", labels, registry=self.registry
+        )
+        self._latency = Histogram(
+            f"{PREFIX}_upstream_latency_seconds",
+            "Upstream call latency",
+            labels,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
 
     def bind(self, readout: Readout) -> None:
-        """Read gauges from `readout` when rendering."""
-        self._readout = readout
+        """Read the live values from `readout` on every scrape."""
+        self.registry.register(
+            LiveCollector(readout=readout, actions=self._actions, outcomes=self._outcomes)
+        )
 
     def observe_call(self, record: CallLike) -> None:
         """Record one upstream call (the clients' observer hook)."""
-        self.calls[(record.service, record.api, record.outcome)] += 1
-        self.retries[(record.service, record.api)] += record.retries
-        key = (record.service, record.api)
-        self.latency.setdefault(key, Histogram()).observe(record.elapsed)
+        service = bounded(record.service, self._services)
+        outcome = bounded(record.outcome, self._outcomes)
+        self._calls.labels(service, record.api, outcome).inc()
+        self._retries.labels(service, record.api).inc(record.retries)
+        self._latency.labels(service, record.api).observe(record.elapsed)
 
-    def render(self) -> str:
-        """The whole exposition."""
-        lines: list[str] = []
-        lines += _counter(
-            "tencent2mqtt_upstream_calls_total",
-            "Upstream API calls by outcome",
-            {f'service="{s}",api="{a}",outcome="{o}"': n for (s, a, o), n in self.calls.items()},
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition in the format `accept` asks for (text 0.0.4 by default), and its
+        content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+class LiveCollector:
+    """Values read from the app at scrape time: action outcomes, MQTT, service gauges."""
+
+    def __init__(
+        self, *, readout: Readout, actions: frozenset[str], outcomes: frozenset[str]
+    ) -> None:
+        self._readout = readout
+        self._actions = actions
+        self._outcomes = outcomes
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: the families depend on the services enabled."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape's families."""
+        snapshot = self._readout.snapshot()
+        mqtt = snapshot["mqtt"]
+        yield self._actions_family()
+        yield _gauge("mqtt_connected", "1 when connected", int(mqtt["connected"]))
+        reconnects = CounterMetricFamily(f"{PREFIX}_mqtt_reconnects", "MQTT reconnects")
+        reconnects.add_metric([], mqtt["reconnects"])
+        yield reconnects
+        yield _gauge("mqtt_outbox_depth", "Messages waiting to publish", mqtt["outbox_depth"])
+        yield _gauge("actions_inflight", "Actions running", snapshot["actions_inflight"])
+        for name in self._readout.services():
+            for key, value in snapshot.get(name, {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    yield _gauge(f"{name}_{key}", f"{name} {key}", value)
+
+    def _actions_family(self) -> Metric:
+        family = CounterMetricFamily(
+            f"{PREFIX}_actions",
+            "Actions handled, by action and outcome",
+            labels=("action", "outcome"),
         )
-        lines += _counter(
-            "tencent2mqtt_upstream_retries_total",
-            "Upstream retries",
-            {f'service="{s}",api="{a}"': n for (s, a), n in self.retries.items()},
-        )
-        lines += ["# HELP tencent2mqtt_upstream_latency_seconds Upstream call latency"]
-        lines += ["# TYPE tencent2mqtt_upstream_latency_seconds histogram"]
-        for (s, a), hist in sorted(self.latency.items()):
-            lines += hist.lines("tencent2mqtt_upstream_latency_seconds", f'service="{s}",api="{a}"')
-        if self._readout is not None:
-            lines += _live_lines(self._readout)
-        return "\n".join(lines) + "\n"
+        totals: dict[tuple[str, str], float] = {}
+        for (action, outcome), n in self._readout.outcomes().items():
+            key = (bounded(action, self._actions), bounded(outcome, self._outcomes))
+            totals[key] = totals.get(key, 0.0) + n
+        for labels, total in sorted(totals.items()):
+            family.add_metric(list(labels), total)
+        return family
 
 
-def _counter(name: str, help_text: str, values: dict[str, int]) -> list[str]:
-    out = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    out += [
-        f"{name}{{{labels}}} {n}" if labels else f"{name} {n}"
-        for labels, n in sorted(values.items())
-    ]
-    return out
-
-
-def _gauge(name: str, help_text: str, value: float, labels: str = "") -> list[str]:
-    label = f"{{{labels}}}" if labels else ""
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{label} {value}"]
-
-
-def _live_lines(readout: Readout) -> list[str]:
-    snapshot = readout.snapshot()
-    mqtt = snapshot["mqtt"]
-    lines = _counter(
-        "tencent2mqtt_actions_total",
-        "Actions handled, by action and outcome",
-        {f'action="{a}",outcome="{o}"': n for (a, o), n in readout.outcomes().items()},
-    )
-    lines += _gauge("tencent2mqtt_mqtt_connected", "1 when connected", int(mqtt["connected"]))
-    lines += _counter(
-        "tencent2mqtt_mqtt_reconnects_total", "MQTT reconnects", {"": mqtt["reconnects"]}
-    )
-    lines += _gauge(
-        "tencent2mqtt_mqtt_outbox_depth", "Messages waiting to publish", mqtt["outbox_depth"]
-    )
-    lines += _gauge(
-        "tencent2mqtt_actions_inflight", "Actions running", snapshot["actions_inflight"]
-    )
-    for name in readout.services():
-        for key, value in snapshot.get(name, {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                lines += _gauge(f"tencent2mqtt_{name}_{key}", f"{name} {key}", value)
-    return lines
+def _gauge(name: str, help_text: str, value: float) -> Metric:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=value)

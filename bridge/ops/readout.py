@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,8 @@ class Readout:
     snapshot: Callable[[], dict[str, Any]]  # the `bridge/health` body
     outcomes: Callable[[], Mapping[tuple[str, str], int]]  # (action, outcome) -> count
     services: Callable[[], list[str]]  # the enabled upstream services
+    # Makes a real upstream call for each service with nothing else to judge it by (/readyz).
+    verify: Callable[[], Awaitable[None]]
 
     def mqtt_connected(self) -> bool:
         """Whether the MQTT link is up now."""

@@ -6,7 +6,6 @@ Desk URLs a UserSig (a bearer credential), so neither may reach a message or a l
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -61,7 +60,7 @@ class Reply:
 
 def dumps(body: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON: the exact bytes sent (Desk's 12 KB limit counts them)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return jsontext.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def code_error(
@@ -217,7 +216,9 @@ def _on_retry(ctx: CallContext, attempt: int, exc: Exception, delay: float) -> N
     ctx.maybe_applied = ctx.maybe_applied or outcome_unknown(exc)
     code = exc.code if isinstance(exc, BridgeError) else type(exc).__name__
     upstream = exc.upstream_code if isinstance(exc, BridgeError) else None
-    logger.info(
+    # Debug: one line per attempt of every call; the service's condition is logged once per
+    # change (bridge.core.condition).
+    logger.debug(
         "%s %s attempt %d failed (%s, upstream code %s); retrying in %.2f s",
         SERVICE_NAMES[ctx.service],
         ctx.api,

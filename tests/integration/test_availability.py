@@ -139,3 +139,26 @@ async def test_shutdown_while_polling_is_quiet(
                     await asyncio.sleep(0.01)
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert failures == [], [r.getMessage() for r in failures]
+
+
+async def test_an_action_still_running_at_shutdown_is_answered_shutting_down(
+    broker: Broker, base: str
+) -> None:
+    """Every received command gets an answer: one cut short by the shutdown too (retryable)."""
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        sid = await admin.desk_session()
+        sections = upstream_sections(emu, bridge={"shutdown_timeout": 0.5})
+        async with running(settings_for(broker.url, base, **sections)) as app:
+            await admin.fault("get_session_state", 1, latency_ms=4000)  # a slow upstream
+            start = len(probe.messages)
+            body = {"session_id": sid, "transaction": "slow"}
+            await probe.publish("bridge/request/desk/get_session_state", body)
+            async with asyncio.timeout(5):
+                while app.dispatcher.inflight == 0:
+                    await asyncio.sleep(0.01)
+        # the bridge has stopped; the answer was published before it said offline
+        topic = f"{base}/bridge/response/desk/get_session_state"
+        reply = (await probe.wait_for(lambda m: m.topic == topic, 3, start)).json()
+    assert reply["transaction"] == "slow" and reply["status"] == "error"
+    assert reply["error"]["code"] == "shutting_down"
+    assert reply["error"]["retryable"] is True

@@ -220,3 +220,29 @@ async def test_get_by_user_and_shorthand(world: World) -> None:
     assert got["status"] == "ok"
     missing = await w.probe.request("desk/get_session_state", {"session_id": "nope"})
     assert missing["error"]["code"] == "session_not_found"
+
+
+async def test_get_republishes_an_unchanged_state_without_an_event(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session(state="chatbot")
+    first = await w.probe.request("desk/get_session_state", {"session_id": sid})
+    assert first["status"] == "ok"
+    await w.probe.wait_json(f"desk/{sid}/state")
+    await w.probe.publish(f"desk/{sid}/state", b"", retain=True)  # an operator clears it
+    start = len(w.probe.messages)
+    await w.probe.publish(f"desk/{sid}/get", b"")
+    state = await w.probe.wait_for(
+        lambda m: m.topic == f"{w.probe.base}/desk/{sid}/state" and bool(m.payload), 5, start
+    )
+    assert state.json()["state"] == first["data"]["state"]
+    assert len(w.probe.on(f"desk/{sid}/event")) == 1  # the first fetch's change only
+
+
+async def test_a_chunk_that_looks_like_json_but_is_not_is_sent_as_text(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session()
+    await w.probe.publish(f"desk/{sid}/stream", b"{hello} ")
+    await w.probe.publish(f"desk/{sid}/stream", {"chunk": "[world]", "finish": True})
+    done = await w.probe.wait_json("bridge/response/desk/send_stream", timeout=10)
+    assert done["status"] == "ok", done
+    assert [m["text"] for m in await w.admin.messages(sid)] == ["{hello} [world]"]

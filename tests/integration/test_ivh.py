@@ -393,3 +393,17 @@ async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
     monkeypatch.setattr(feature._tracker, "apply_list", diff)
     await feature.poll_once()
     assert order == ["waiting work", "diff"]
+
+
+async def test_get_republishes_an_unchanged_state_without_an_event(world: World) -> None:
+    w = world
+    sid = await create_started(w, "kiosk-get")
+    await w.probe.publish(f"ivh/{sid}/state", b"", retain=True)  # an operator clears it
+    start, seen = len(w.probe.messages), len(events(w, sid))
+    await w.probe.publish(f"ivh/{sid}/get", b"")
+    state = await w.probe.wait_for(
+        lambda m: m.topic == f"{w.probe.base}/ivh/{sid}/state" and bool(m.payload), 5, start
+    )
+    assert state.json()["status"] == "in_progress" and state.json()["started"] is True
+    await w.probe.wait_json("bridge/response/ivh/get_session")
+    assert len(events(w, sid)) == seen  # nothing changed: no event

@@ -10,7 +10,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.core import dispatcher
+from bridge.core import dispatcher, jsontext
+from bridge.features.desk.feature import VERIFY_SESSION
 from tests.support import figures
 from tests.support.mqtt_probe import Received
 from tests.support.world import World
@@ -37,6 +38,12 @@ CORPUS: list[tuple[str, bytes, str]] = [
         b'{"transaction": ' + b"[" * 900 + b"]" * 900 + b"}",
         "invalid_json",
     ),
+    # JSON in form, but not numbers JSON has: never echoed back (a reply with NaN is not JSON)
+    (REQ + "bridge/health_check", b'{"transaction": NaN}', "invalid_payload"),
+    (REQ + "bridge/health_check", b'{"transaction": 1e400}', "invalid_payload"),
+    (REQ + "bridge/health_check", b'{"transaction": [-Infinity]}', "invalid_payload"),
+    (f"desk/{SID}/watch", b'{"interval": Infinity}', "invalid_payload"),
+    (f"desk/{SID}/watch", b'{"interval": NaN, "transaction": 2}', "invalid_payload"),
     # not an object, wrong types
     (REQ + "desk/get_session_state", b"[]", "invalid_payload"),
     (REQ + "desk/get_session_state", b'"sess-1"', "invalid_payload"),
@@ -138,7 +145,9 @@ async def _api_calls(w: World) -> list[dict[str, Any]]:
     return [
         e
         for e in await w.admin.journal("")
-        if e.get("kind") != "ws_in" and "listsessionofuin" not in str(e.get("path"))
+        if e.get("kind") != "ws_in"
+        and "listsessionofuin" not in str(e.get("path"))
+        and e.get("session_id") != VERIFY_SESSION  # the bridge's own credentials check
     ]
 
 
@@ -168,6 +177,17 @@ async def test_corpus_each_gets_its_documented_error(world: World) -> None:
     figures.add("bad_input_corpus", len(CORPUS) + len(EVENT_CORPUS))
     assert await _api_calls(w) == before, "an invalid request reached the API"
     assert (await w.probe.request("bridge/health_check"))["status"] == "ok"
+
+
+async def test_non_finite_numbers_are_refused_and_the_reply_is_strict_json(world: World) -> None:
+    w = world
+    for payload in (b'{"transaction": NaN}', b'{"transaction": 1e400}', b'{"interval": Infinity}'):
+        start = len(w.probe.messages)
+        await w.probe.publish(f"desk/{SID}/watch", payload)
+        raw = (await _answer(w, f"desk/{SID}/watch", start)).payload
+        body = jsontext.loads(raw)  # refuses NaN and Infinity, as JSON.parse does
+        assert body["error"]["code"] == "invalid_payload", body
+        assert body["transaction"] is None
 
 
 async def test_retained_commands_are_refused_and_change_nothing(world: World) -> None:

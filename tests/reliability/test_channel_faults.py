@@ -5,6 +5,7 @@ the SPEC says, publishes no event twice, and leaves no task or socket behind."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,3 +137,27 @@ async def test_session_closed_while_reconnecting(ivh: World) -> None:
     late = await w.probe.request("ivh/send_text", {"session_id": sid, "text": "hi"})
     assert late["error"]["code"] == "session_closed"
     figures.add("socket_and_task_leak_checks")
+
+
+async def test_refusals_and_the_recovery_are_each_logged_once(
+    ivh: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = ivh
+    caplog.set_level(logging.INFO)
+    sid = await started_session(w, "said-once")
+    await w.admin.fault(CHANNEL, 4, http_status=409)
+    await w.admin.drop(sid)
+    await w.probe.wait_json(
+        f"ivh/{sid}/channel", lambda c: c["state"] == "reconnecting" and c["attempt"] >= 4
+    )
+    start = len(w.probe.messages)
+    topic = f"{w.probe.base}/ivh/{sid}/channel"
+    await w.probe.wait_for(
+        lambda m: m.topic == topic and m.json()["state"] == "connected", 10, start
+    )
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ivh channel")]
+    assert [m for m in said if "refused: HTTP 409" in m and "recovered" not in m] == [
+        f"ivh channel {sid}: refused: HTTP 409"
+    ], said
+    recovered = [m for m in said if "recovered after" in m]
+    assert len(recovered) == 1 and recovered[0].endswith("(was refused: HTTP 409)"), said

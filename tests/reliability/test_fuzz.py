@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.features.desk.feature import VERIFY_SESSION
 from tests.reliability.conftest import until
 from tests.support import figures
 from tests.support.mqtt_probe import response_properties
@@ -100,14 +101,27 @@ expired = st.builds(
     st.fixed_dictionaries({}, optional=dict.fromkeys(("session_id", "text", "chunk"), JSONISH)),
     st.sampled_from([0, 1, 1_000_000_000, "2000-01-01T00:00:00Z", "1999-12-31T23:59:59+00:00"]),
 )
+non_finite = st.builds(
+    lambda key, number: b'{"%s": %s}' % (key.encode(), number.encode()),
+    st.sampled_from(["transaction", "text", "chunk", "interval", "session_id"]),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "[NaN]"]),
+)
 not_an_object = (SCALAR | st.lists(SCALAR, max_size=3)).map(_dump)
 oversized = st.integers(65 * 1024, 80 * 1024).map(lambda n: b'{"pad":"' + b"p" * n + b'"}')
 
 # oversize is one case in ~40: each is 65-80 KB through the broker, twice
 ANY_PAYLOAD = st.integers(0, 39).flatmap(
-    lambda k: oversized if k == 0 else st.one_of(bad_utf8, broken_json, unknown_field, expired)
+    lambda k: (
+        oversized
+        if k == 0
+        else st.one_of(bad_utf8, broken_json, unknown_field, expired, non_finite)
+    )
 )
 REQUEST_PAYLOAD = st.one_of(ANY_PAYLOAD, not_an_object)
+# On text and stream topics anything but a JSON object is the text itself, broken JSON too
+TEXT_PAYLOAD = st.integers(0, 39).flatmap(
+    lambda k: oversized if k == 0 else st.one_of(bad_utf8, unknown_field, expired, non_finite)
+)
 
 request_topic = st.builds(
     lambda s, a: f"bridge/request/{s}/{a}",
@@ -125,7 +139,7 @@ def cases(draw: st.DrawFn) -> Case:
         service = draw(st.sampled_from(["ivh", "desk"]))
         leaf = draw(st.sampled_from(LEAVES[service]))
         topic = f"{service}/{draw(SIDS)}/{leaf}"
-        strategy = ANY_PAYLOAD if (service, leaf) in TEXT_LEAVES else REQUEST_PAYLOAD
+        strategy = TEXT_PAYLOAD if (service, leaf) in TEXT_LEAVES else REQUEST_PAYLOAD
         return Case(topic, draw(strategy), expiry)
     topic = draw(request_topic if kind == "request" else deep_topic)
     return Case(topic, draw(REQUEST_PAYLOAD), expiry)
@@ -200,5 +214,7 @@ async def _api_calls(w: World) -> list[dict[str, Any]]:
     return [
         e
         for e in await w.admin.journal("")
-        if e.get("kind") == "http" and "listsessionofuin" not in str(e.get("path"))
+        if e.get("kind") == "http"
+        and "listsessionofuin" not in str(e.get("path"))
+        and e.get("session_id") != VERIFY_SESSION  # the bridge's own credentials check
     ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bridge.core.actions import action
+from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 StateKey = tuple[str, str | None, str | None]
+# Errors that say the service (not one request) fails: /readyz shows `desk: false` on them.
+SERVICE_FAILURES = frozenset({"upstream_unavailable", "timeout", "auth_failed", "upstream_error"})
+VERIFY_AFTER = 60.0  # seconds without a Desk call before /readyz makes one of its own
+VERIFY_SESSION = "tencent2mqtt-credentials-check"  # never a real session: answered 141005
 
 
 class DeskFeature:
@@ -50,8 +55,8 @@ class DeskFeature:
         )
         for sid in self._cfg.watch:
             self._watcher.watch(sid)
-        self._reachable = True
-        self._last_error: dict[str, Any] | None = None
+        self._condition = Condition(name="desk", logger=log)
+        self._verifying: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -59,12 +64,16 @@ class DeskFeature:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             self._watching = tg.create_task(self._watcher.run(), name="desk-watch")
+            if not self._cfg.watch:  # no poll will judge the credentials: one call says now
+                tg.create_task(self.verify(), name="desk-verify")
             tg.create_task(self._idle_loop(), name="desk-stream-idle")
             for stream in self._streams.values():
                 self._kick(stream)
 
     async def aclose(self) -> None:
         """Let queued chunks go out (bounded by the caller), stop polling, close HTTP."""
+        if self._verifying is not None:
+            self._verifying.cancel()
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.gather(self._watching, return_exceptions=True)
@@ -75,8 +84,7 @@ class DeskFeature:
     def status(self) -> dict[str, Any]:
         """The `desk` part of bridge/health."""
         return {
-            "reachable": self._reachable,
-            "last_error": self._last_error,
+            **self._condition.status(),
             "watched_sessions": len(self._watcher.watched),
             "polls": self._watcher.polls,
             "open_streams": sum(1 for s in self._streams.values() if s.open),
@@ -84,12 +92,48 @@ class DeskFeature:
         }
 
     def _ok(self) -> None:
-        self._reachable, self._last_error = True, None
+        self._condition.ok()
 
     def _failed(self, exc: BridgeError) -> None:
-        if exc.code in ("upstream_unavailable", "timeout", "auth_failed", "upstream_error"):
-            self._reachable = False
-        self._last_error = {"code": exc.code, "message": exc.message, "at": time.time()}
+        self._condition.failed(exc.code, exc.message, unreachable=exc.code in SERVICE_FAILURES)
+
+    async def verify(self) -> None:
+        """Judge the credentials with a real call when none was made in `VERIFY_AFTER` s (at
+        start with no session watched, and for `/readyz`): a wrong key showed nowhere. It asks
+        for a session that cannot exist: Desk checks the UserSig first, so "no such session"
+        means the credentials passed. Awaited only while nothing is known: otherwise the last
+        judgment answers now and the check updates it (a readiness probe has a short timeout)."""
+        last = self._condition.last_call
+        if last is not None and time.monotonic() - last < VERIFY_AFTER:
+            return
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.create_task(self._verify_once(), name="desk-verify")
+        if self._condition.reachable is None:
+            await asyncio.shield(self._verifying)
+
+    async def _verify_once(self) -> None:
+        try:
+            await self._client.get_session_state(session_id=VERIFY_SESSION)
+        except UpstreamError as exc:
+            if exc.code == "session_not_found":
+                self._ok()
+            else:
+                self._failed(exc)
+            return
+        except BridgeError as exc:
+            self._failed(exc)
+            return
+        self._ok()
+
+    async def _send_stream_msg(self, **fields: Any) -> str | None:
+        """The client's `send_stream_msg`, its outcome judging the service like any call."""
+        try:
+            key = await self._client.send_stream_msg(**fields)
+        except BridgeError as exc:
+            self._failed(exc)
+            raise
+        self._ok()
+        return key
 
     # -- state --------------------------------------------------------------------------------
     @action("desk/get_session_state")
@@ -100,13 +144,14 @@ class DeskFeature:
             client_user_id=payload.client_user_id,
             customer_service_id=payload.customer_service_id,
         )
-        return self._publish_state(state)
+        return self._publish_state(state, republish=True)
 
     async def _fetch(self, sid: str | None, **by_user: str | None) -> DeskSessionState:
         try:
             state = await self._client.get_session_state(session_id=sid, **by_user)
         except UpstreamError as exc:
             if exc.code == "session_not_found" and sid is not None:
+                self._ok()  # the service answered: it is the session that is gone
                 self._ended(sid)
             else:
                 self._failed(exc)
@@ -120,7 +165,9 @@ class DeskFeature:
         with contextlib.suppress(BridgeError):
             self._publish_state(await self._fetch(sid))
 
-    def _publish_state(self, state: DeskSessionState) -> dict[str, Any]:
+    def _publish_state(self, state: DeskSessionState, *, republish: bool = False) -> dict[str, Any]:
+        """Retain the state and emit `state_changed` when it changed; `republish` retains it
+        even when it did not (`desk/<sid>/get`, SPEC 2.3), without an event."""
         sid = state.session_id
         body = {
             "session_id": sid,
@@ -144,6 +191,8 @@ class DeskFeature:
                 before=before[0] if before else None,
                 after=state.state,
             )
+        elif republish:
+            self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
         return body
 
     def _ended(self, sid: str) -> None:
@@ -199,7 +248,7 @@ class DeskFeature:
         if stream is None:
             stream = SessionStream(
                 sid,
-                send=self._client.send_stream_msg,
+                send=self._send_stream_msg,
                 on_finished=self._finished,
                 max_queue=self._cfg.stream_queue_size,
             )

@@ -13,7 +13,6 @@ sent once (the client never blindly retries a chunk, see `stream_retryable`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bridge.core import jsontext
 from bridge.errors import BridgeError, RequestError
 from bridge.tencent.desk import MAX_BODY_BYTES, stream_body_size
 from bridge.tencent.transport import outcome_unknown
@@ -43,7 +43,7 @@ Finished = Callable[[str, dict[str, Any]], None]
 
 def escaped_len(text: str) -> int:
     """Bytes `text` takes inside a JSON string (escaping is per character, so it adds up)."""
-    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+    return len(jsontext.dumps(text).encode()) - 2
 
 
 @dataclass(eq=False)

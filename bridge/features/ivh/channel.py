@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
 from websockets.proxy import get_proxy
 from websockets.uri import WebSocketURI, parse_uri
 
 from bridge.core.backoff import backoff
+from bridge.core.condition import Condition
 from bridge.errors import ChannelError
 from bridge.features.ivh.frames import heartbeat, parse_downstream
 
@@ -116,6 +122,7 @@ class SessionChannel:
         self._closed = False
         self.state = "connecting"
         self.connects = 0
+        self._condition = Condition(name=f"ivh channel {session_id}", logger=log, up=None)
 
     @property
     def connected(self) -> bool:
@@ -140,6 +147,8 @@ class SessionChannel:
                 self._set_state("reconnecting" if attempt else "connecting", attempt, reason)
                 before = self.connects
                 reason = await self._connect_once()
+                if not self._closed:  # it reconnects: said once per reason, not per attempt
+                    self._condition.failed(reason, reason)
                 if self.connects > before:  # it was up: count attempts afresh
                     attempt, delays = 0, self._delays()
                 attempt += 1
@@ -168,10 +177,13 @@ class SessionChannel:
             ) as ws:
                 self.connects += 1
                 self._connected.set()
+                self._condition.ok()
                 self._set_state("connected", 0, None)
                 return await self._serve(ws)
         except InvalidStatus as exc:
             return f"refused: HTTP {exc.response.status_code}"
+        except InvalidURI:  # its text holds the signed URL: never in a log or a topic
+            return "InvalidURI: the command-channel URL is not a ws:// or wss:// URL"
         except (OSError, TimeoutError, WebSocketException) as exc:
             return f"{type(exc).__name__}: {exc}"[:200]
         finally:

@@ -13,6 +13,7 @@ import httpx
 
 from bridge.config import Settings
 from bridge.core.actions import Empty, action
+from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
 from bridge.errors import BridgeError, ChannelError, RequestError, UpstreamError
 from bridge.features.ivh import frames
@@ -67,8 +68,7 @@ class IvhFeature:
         self._utterances = Utterances()
         self._owns = deps.ownership.owns
         self._locks: dict[str, asyncio.Lock] = {}
-        self._reachable = True
-        self._last_error: dict[str, Any] | None = None
+        self._condition = Condition(name="ivh", logger=log)
         self._listeners = deps.session_changes
         self._poller: asyncio.Task[None] | None = None
         self.last_poll_ms = 0.0
@@ -104,13 +104,10 @@ class IvhFeature:
         self._tracker.apply_list(infos, asked_at=asked_at)
         self.last_poll_ms = (time.perf_counter() - started) * 1000
         self.polls += 1
-        self._reachable, self._last_error = True, None
+        self._condition.ok()
 
     def _failed(self, exc: BridgeError) -> None:
-        if self._reachable:
-            log.warning("ivh: session poll failed: %s (%s)", exc.message, exc.code)
-        self._reachable = False
-        self._last_error = {"code": exc.code, "message": exc.message, "at": time.time()}
+        self._condition.failed(exc.code, f"session poll failed: {exc.message}")
 
     async def aclose(self) -> None:
         """Stop polling, close every channel, then the HTTP client."""
@@ -125,8 +122,7 @@ class IvhFeature:
     def status(self) -> dict[str, Any]:
         """The `ivh` part of bridge/health."""
         return {
-            "reachable": self._reachable,
-            "last_error": self._last_error,
+            **self._condition.status(),
             "sessions": self._tracker.live_count,
             "open_channels": sum(1 for c in self._channels.values() if c.connected),
             "channel_queue_depth": sum(c.queue_depth for c in self._channels.values()),
@@ -249,7 +245,10 @@ class IvhFeature:
     async def get_session(self, payload: SessionRef) -> dict[str, Any]:
         """Fetch a session's status now (statsession) and republish its state."""
         stat = await self._guard(self._client.stat_session(payload.session_id), payload.session_id)
+        known = self._tracker.get(stat.session_id)
         state = self._apply_stat(stat)
+        if state is known:  # unchanged, so not published: republished all the same
+            self._tracker.republish(stat.session_id)
         extra = {"speak_status": stat.speak_status, "error_code": stat.error_code}
         return {**state.as_dict(), **extra, "error_message": stat.error_message}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ def new_req_id() -> str:
 def drive(session_id: str, command: str, data: dict[str, Any], req_id: str) -> str:
     """An upstream frame `{"Header":{},"Payload":{ReqId,SessionId,Command,Data}}`."""
     payload = {"ReqId": req_id, "SessionId": session_id, "Command": command, "Data": data}
-    return json.dumps({"Header": {}, "Payload": payload}, ensure_ascii=False)
+    return jsontext.dumps({"Header": {}, "Payload": payload})
 
 
 def speech_role(command: str, data: dict[str, Any]) -> tuple[bool, bool]:

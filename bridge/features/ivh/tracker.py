@@ -192,6 +192,13 @@ class SessionTracker:
         self._events(before, state)
         self._on_transition(before, state)
 
+    def republish(self, session_id: str) -> None:
+        """Publish the retained state again though it did not change (`ivh/<sid>/get`, SPEC
+        2.2): an operator who cleared the topic gets it back."""
+        body = self._bodies.get(session_id)
+        if body is not None:
+            self._publisher.set_retained(self._topics.ivh_state(session_id), body)
+
     def _refuse(self, session_id: str) -> None:
         """A session id from upstream that cannot name a topic (`/`, `+`, `#`, ...): ignored."""
         if session_id in self._refused:
@@ -235,6 +242,17 @@ class SessionTracker:
                 after.as_dict(),
                 before=was,
                 after=after.status,
+            )
+        if after.started and not (before.started if before else False) and not after.terminal:
+            # Armed for driving (startsession, or seen started in a listing): the retained state
+            # changed, so an event says so, as for any change (SPEC 3.4).
+            self._emitter.emit(
+                "ivh",
+                after.session_id,
+                "session_started",
+                after.as_dict(),
+                before=False,
+                after=True,
             )
         if after.terminal:
             self._closed_at.setdefault(after.session_id, time.monotonic())

@@ -47,3 +47,33 @@ def test_brackets_inside_strings_do_not_count() -> None:
 def test_deeper_than_the_parser_is_a_value_error(raw: str | bytes) -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
         jsontext.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw", ["NaN", "[Infinity]", '{"a": -Infinity}', '{"interval": 1e400}', "-1e999", "[1E+309]"]
+)
+def test_non_finite_numbers_are_refused(raw: str) -> None:
+    with pytest.raises(jsontext.NotFinite):
+        jsontext.loads(raw)
+
+
+def test_a_document_broken_after_its_nan_is_malformed_not_non_finite() -> None:
+    with pytest.raises(ValueError) as caught:
+        jsontext.loads('{"a": NaN')
+    assert not isinstance(caught.value, jsontext.NotFinite)
+
+
+def test_finite_floats_parse_as_before() -> None:
+    assert jsontext.loads("[1.5, -0.0, 1e308, 2.5e-320]") == json.loads(
+        "[1.5, -0.0, 1e308, 2.5e-320]"
+    )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"a": [float("-inf")]}])
+def test_the_encoders_cannot_write_non_finite_numbers(value: Any) -> None:
+    from bridge.core.envelope import dumps
+
+    with pytest.raises(ValueError):
+        jsontext.dumps(value)
+    with pytest.raises(ValueError):
+        dumps({"data": value})

@@ -73,10 +73,28 @@ def test_changes_publish_state_event_and_snapshot() -> None:
     state = json.loads(recorder.retained["t/ivh/a/state"])
     assert (state["status"], state["started"]) == ("in_progress", True)
     changes = [(e["before"], e["after"], e["seq"]) for e in recorder.events()]
-    assert changes == [(None, "preparing", 1), ("preparing", "in_progress", 2)]
+    assert changes == [(None, "preparing", 1), ("preparing", "in_progress", 2), (False, True, 3)]
+    assert [e["type"] for e in recorder.events()][-1] == "session_started"
     snapshot = json.loads(recorder.retained["t/ivh/sessions"])
     assert [s["session_id"] for s in snapshot["sessions"]] == ["a"]
     assert len(transitions) == 2
+
+
+def test_started_going_true_is_an_event_not_only_a_new_state() -> None:
+    tracker, recorder, _ = make()
+    tracker.apply_list([info("a", 1)])
+    tracker.apply(dataclasses.replace(_state("a", 1), started=True))  # ivh/start_session
+    assert json.loads(recorder.retained["t/ivh/a/state"])["started"] is True
+    last = recorder.events()[-1]
+    assert (last["type"], last["before"], last["after"], last["seq"]) == (
+        "session_started",
+        False,
+        True,
+        2,
+    )
+    assert last["data"]["started"] is True
+    tracker.apply_list([info("a", 1, started=True)])  # the listing catches up: no change
+    assert len(recorder.events()) == 2
 
 
 def test_a_session_that_leaves_the_list_is_closed_once() -> None:
