@@ -37,14 +37,16 @@ def check_ca(path: Path) -> None:
     try:
         ssl.create_default_context(cadata=text)
     except ssl.SSLError as exc:
-        raise TlsFileError(f"{path} holds no usable PEM CA certificate ({_reason(exc)})") from exc
+        raise TlsFileError(f"{path} holds no usable PEM CA certificate{_reason(exc)}") from exc
 
 
 def check_cert(path: Path) -> None:
     """The file holds a PEM certificate (its key is checked with `check_key_pair`)."""
     text = read_pem(path, "client certificate")
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise TlsFileError(f"{path} holds no PEM certificate (no BEGIN CERTIFICATE block)")
+    try:  # parses every certificate of the file (a key block in it is skipped)
+        ssl.create_default_context(cadata=text)
+    except ssl.SSLError as exc:
+        raise TlsFileError(f"{path} holds no usable PEM certificate{_reason(exc)}") from exc
 
 
 def check_key_pair(cert: Path, key: Path | None) -> None:
@@ -57,7 +59,7 @@ def check_key_pair(cert: Path, key: Path | None) -> None:
     except ssl.SSLError as exc:
         where = f"{key}" if key is not None else f"{cert} (no mqtt.tls_key_file is set)"
         raise TlsFileError(
-            f"{where} holds no PEM private key matching the certificate ({_reason(exc)})"
+            f"{where} holds no PEM private key matching the certificate{_reason(exc)}"
         ) from exc
     except OSError as exc:
         raise TlsFileError(f"cannot load the client certificate: {exc.strerror or exc}") from exc
@@ -80,4 +82,6 @@ def client_context(
 
 
 def _reason(exc: ssl.SSLError) -> str:
-    return str(exc.reason or exc).lower().replace("_", " ")
+    """ " (no certificate or crl found)" from OpenSSL's reason code, when it gives one."""
+    reason = exc.reason if isinstance(exc.reason, str) else ""
+    return f" ({reason.lower().replace('_', ' ')})" if reason and reason != "PEM_LIB" else ""
