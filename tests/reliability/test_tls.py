@@ -18,8 +18,8 @@ from bridge.cli.main import main
 from tests.reliability.conftest import until
 from tests.support import figures, leaks
 from tests.support.bridge import BridgeProcess, mqtt_env, running, settings_for
-from tests.support.cli import TRACEBACK, bridge_cli, run_until
 from tests.support.broker import Broker, free_port
+from tests.support.cli import TRACEBACK, bridge_cli, run_until
 from tests.support.mqtt_probe import Probe
 
 
@@ -146,7 +146,8 @@ def _bad_file(kind: str, tmp: Path) -> Path:
     if kind == "not PEM":
         path.write_bytes(b"\x00\x01 this is no certificate\n")
     else:
-        path.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+        garbage = "bm90IGEgY2VydA=="  # base64 of "not a cert"
+        path.write_text(f"-----BEGIN CERTIFICATE-----\n{garbage}\n-----END CERTIFICATE-----\n")
     return path
 
 
@@ -191,9 +192,7 @@ def test_check_config_refuses_tls_files_run_cannot_load(
     ("key", "kind"),
     [("tls_ca_file", "missing"), ("tls_cert_file", "not PEM"), ("tls_key_file", "bad PEM")],
 )
-def test_run_refuses_them_the_same_way(
-    tls: TlsBroker, tmp_path: Path, key: str, kind: str
-) -> None:
+def test_run_refuses_them_the_same_way(tls: TlsBroker, tmp_path: Path, key: str, kind: str) -> None:
     """`run` exits 2 with check-config's line, before connecting, and no traceback."""
     env = _tls_env(tls, key, _bad_file(kind, tmp_path), tls.mtls_port)
     checked = bridge_cli("check-config", env=env)

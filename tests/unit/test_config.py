@@ -200,7 +200,7 @@ def test_watch_takes_session_ids_only(bad: str) -> None:
     """Defect 7: a watched id becomes a topic and an API call (SPEC 2's rule)."""
     with pytest.raises(ConfigError) as info:
         load_settings_from({"desk": {"watch": ["ok-1", bad]}})
-    assert info.value.problems[0].startswith('desk.watch: item 2 (')
+    assert info.value.problems[0].startswith("desk.watch: item 2 (")
     assert load_settings_from({"desk": {"watch": ["s1", "a.b:c@d-e_f"]}}).desk.watch
 
 
