@@ -36,7 +36,9 @@ class Outcome:
 
 
 def clean_env(env: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without its `TENCENT2MQTT_*` variables, plus `env`."""
+    """This process's environment without its `TENCENT2MQTT_*` variables, plus `env` (whose
+    URL passwords the secrets scan now looks for)."""
+    leaks.watch().secret_in_urls(*env.values())
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("TENCENT2MQTT_")}
     return {**base, "TENCENT2MQTT_CONFIG": "", "PYTHONUNBUFFERED": "1", **env}
 
