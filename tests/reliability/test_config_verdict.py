@@ -93,7 +93,7 @@ KEYS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
             "mqtt://a b",
             "mqtt://h?x=1",
         ],
-    ),  # fmt: skip
+    ),
     "mqtt.client_id": _pair(["kiosk-1", ""], ["a\u0000b"]),
     "mqtt.protocol": _pair([4, 5, "5"], [3, "x", 5.5]),
     "mqtt.qos": _pair([0, 1, 2], [-1, 3, "a"]),
