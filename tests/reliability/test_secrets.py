@@ -131,8 +131,8 @@ async def test_credentials_in_the_mqtt_url_are_used_and_never_show(
     broker, auth_port = password_broker
     url = f"mqtt://alice:{URL_PASSWORD}@127.0.0.1:{auth_port}"
     env = {**mqtt_env(broker, base), "TENCENT2MQTT_MQTT__URL": url}
-    assert URL_PASSWORD in leaks.watch().secrets  # the autouse scan now looks for it
     checked = bridge_cli("check-config", env=env)
+    assert URL_PASSWORD in leaks.watch().secrets  # the autouse scan now looks for it
     assert checked.code == 0 and 'url = "mqtt://127.0.0.1:' in checked.out
     assert 'username = "alice"' in checked.out and 'password = "**********"' in checked.out
     proc = BridgeProcess({**env, "TENCENT2MQTT_LOG__LEVEL": "debug"}, tmp_path)
