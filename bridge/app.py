@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
@@ -25,6 +26,7 @@ from bridge.features.health import BridgeFeature
 from bridge.features.homeassistant import build_homeassistant
 from bridge.features.ivh.feature import IvhFeature, build_ivh
 from bridge.mqtt.link import MqttLink
+from bridge.ops.listen import bind_listen
 from bridge.ops.metrics import Metrics
 from bridge.ops.readout import Readout
 from bridge.tencent.session import http_client, retry_policy
@@ -80,8 +82,10 @@ class App:
             emitter=self.emitter,
             topics=self.topics,
             config=settings.bridge,
+            disabled=_disabled_services(settings),
         )
         self.metrics.bind(self.readout())
+        self._http_socket: socket.socket | None = None
 
     def _deps(self) -> Deps:
         return Deps(
@@ -149,7 +153,10 @@ class App:
         return body
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then shut down: stop taking commands, finish, say offline."""
+        """Run until `stop` is set, then shut down: stop taking commands, finish, say offline.
+        Raises `ListenError` before anything starts when `http.listen` cannot be bound."""
+        address = self.settings.http.address
+        self._http_socket = bind_listen(*address) if address is not None else None
         self.bridge.publish_info(self.services)
         for feature in self.features:
             start = getattr(feature, "start", None)
@@ -163,7 +170,7 @@ class App:
             for feature in self.features:
                 name = f"feature:{feature.name}"
                 tasks.append(tg.create_task(_supervised(name, feature.run), name=name))
-            if self.settings.http.listen:
+            if self._http_socket is not None:
                 tasks.append(tg.create_task(_supervised("http", self._serve_http), name="http"))
             await stop.wait()
             await self.shutdown()
@@ -173,7 +180,8 @@ class App:
     async def _serve_http(self) -> None:
         from bridge.ops.http import serve_http  # uvicorn is imported only when it serves
 
-        await serve_http(self.settings.http.listen, self.readout(), self.metrics)
+        listen, sock = self.settings.http.listen, self._http_socket
+        await serve_http(listen, self.readout(), self.metrics, sock=sock)
 
     def offer(self, msg: Inbound) -> bool:
         """The link's inbox: a feature's own topic, else the dispatcher (False: full)."""
@@ -202,6 +210,12 @@ class App:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(feature.aclose(), timeout)
         await self.link.close(grace=min(5.0, timeout))
+
+
+def _disabled_services(settings: Settings) -> dict[str, str]:
+    """Why each upstream service that does not run is off, for `service_disabled` answers."""
+    reasons = {"ivh": settings.ivh.disabled_reason, "desk": settings.desk.disabled_reason}
+    return {name: why for name, why in reasons.items() if why is not None}
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:

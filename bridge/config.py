@@ -1,7 +1,9 @@
 """Configuration (SPEC 4): a TOML file overridden by `TENCENT2MQTT_<SECTION>__<KEY>` variables.
 
 Precedence, lowest first: defaults < TOML file < `*_FILE` variables (Docker secrets) < variables.
-Every model is frozen; secrets are `SecretStr` and print as `**********`.
+Every model is frozen; secrets are `SecretStr` and print as `**********`. Every key is checked
+when the config is read (files load, URLs have their scheme and a host, numbers are finite and in
+range): what `check-config` accepts is what `run` can run (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -23,7 +25,9 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -32,37 +36,59 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bridge import config_checks, tlsfiles
+from bridge.config_env import CONFIG_ENV, ENV_PREFIX, env_problems, file_secrets, merge
+from bridge.config_env import secret_file_path as _secret_file_path
 from bridge.errors import validation_problems
 
-ENV_PREFIX = "TENCENT2MQTT_"
-CONFIG_ENV = "TENCENT2MQTT_CONFIG"
+__all__ = ["CONFIG_ENV", "ENV_PREFIX"]
+
 SECRET_PLACEHOLDER = "**********"
+WEEK = 7 * 86400.0
+# Durations are bounded: sockets and timers refuse larger timeouts (OverflowError at run time).
+Seconds = Annotated[float, Field(gt=0, le=WEEK)]
+SecondsOrZero = Annotated[float, Field(ge=0, le=WEEK)]
 
 
 class Section(BaseModel):
-    """A frozen config section that refuses unknown keys."""
+    """A frozen config section that refuses unknown keys and non-finite numbers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MqttConfig(Section):
     """`[mqtt]`: the broker link."""
 
-    url: str = "mqtt://localhost:1883"
+    url: str = "mqtt://localhost:1883"  # user information moves to username/password
     username: str | None = None
     password: SecretStr | None = None
     client_id: str | None = None
     base_topic: str = "tencent2mqtt"
     protocol: Literal[4, 5] = 5
     qos: Literal[0, 1, 2] = 1
-    keepalive: PositiveInt = 30
+    keepalive: int = Field(default=30, gt=0, le=65535)  # MQTT: two bytes
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_key_file: Path | None = Field(default=None, validate_default=True)
     tls_insecure: bool = False
     clean_start: bool = True
-    session_expiry: int = Field(default=0, ge=0)
-    reconnect_max_delay: PositiveFloat = 30.0
+    session_expiry: int = Field(default=0, ge=0, le=2**32 - 1)  # MQTT 5: four bytes
+    reconnect_max_delay: Seconds = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_url(cls, data: Any) -> Any:
+        """`mqtt://alice:pw@host` means username alice, password pw (docs/configuration.md,
+        "Credentials in mqtt.url"): they move out of the URL, so it never shows them. When
+        username or password is also set, the URL keeps them and `_check_url` refuses it."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        creds = config_checks.split_credentials(data["url"])
+        if creds.username is None and creds.password is None:
+            return data
+        if data.get("username") is not None or data.get("password") is not None:
+            return data
+        return {**data, "url": creds.url, "username": creds.username, "password": creds.password}
 
     @field_validator("protocol", "qos", mode="before")
     @classmethod
@@ -73,24 +99,62 @@ class MqttConfig(Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError("must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ValueError("must name a host, e.g. mqtt://localhost:1883")
-        _ = parts.port  # raises ValueError on a bad port
+        if "@" in urlsplit(value).netloc:  # left there by `_credentials_from_url`
+            raise ValueError(
+                "holds a user name or password, and mqtt.username or mqtt.password is set "
+                "too: give the credentials in one place"
+            )
+        parts = config_checks.check_url(
+            value, schemes=("mqtt", "mqtts", "tcp", "ssl"), example="mqtt://localhost:1883"
+        )
+        if parts.path not in ("", "/"):
+            raise ValueError("must not have a path: mqtt://host:port (MQTT over TCP)")
         return value
 
     @field_validator("base_topic")
     @classmethod
     def _check_base(cls, value: str) -> str:
-        if (
-            not value
-            or any(c in value for c in "+#\0")
-            or value.startswith("/")
-            or value.endswith("/")
-        ):
-            raise ValueError("must be a non-empty topic without wildcards or outer slashes")
+        return config_checks.check_topic_root(value)
+
+    @field_validator("client_id", "username")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("must not contain a NUL character (MQTT forbids it)")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _check_password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not info.data.get("username"):
+            # aiomqtt (paho) sends a password only with a user name: it would go unused.
+            raise ValueError("is set without mqtt.username: MQTT sends a password only with one")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _check_ca(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            tlsfiles.check_ca(value)
+        return value
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _check_cert(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            tlsfiles.check_cert(value)
+        return value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _check_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert_file" not in info.data:
+            return value  # the certificate itself is wrong, and said so
+        cert = info.data["tls_cert_file"]
+        if cert is None and value is not None:
+            raise ValueError("is set without mqtt.tls_cert_file, the certificate it belongs to")
+        if cert is not None:
+            tlsfiles.check_key_pair(cert, value)
         return value
 
     @property
@@ -120,20 +184,29 @@ class RetryConfig(Section):
     """`[retry]`: how upstream calls are retried (SPEC 3.5)."""
 
     attempts: PositiveInt = 4
-    initial_delay: PositiveFloat = 0.2
-    max_delay: PositiveFloat = 5.0
-    deadline: PositiveFloat = 30.0
+    initial_delay: Seconds = 0.2
+    max_delay: Seconds = 5.0
+    deadline: Seconds = 30.0
 
 
 class ChannelConfig(Section):
     """`[ivh.channel]`: the per-session command channel (SPEC 3.3)."""
 
     auto_connect: bool = True
-    heartbeat_interval: PositiveFloat = 40.0
+    heartbeat_interval: Seconds = 40.0
     url: str | None = None
-    text_interval: PositiveFloat = 1.0
-    reconnect_max_delay: PositiveFloat = 30.0
+    text_interval: Seconds = 1.0
+    reconnect_max_delay: Seconds = 30.0
     queue_size: PositiveInt = 100
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            config_checks.check_url(
+                value, schemes=("wss", "ws"), example="wss://gw.tvs.qq.com/v2/ws/ivh/interactive"
+            )
+        return value
 
 
 class IvhConfig(Section):
@@ -143,10 +216,16 @@ class IvhConfig(Section):
     base_url: str = "https://gw.tvs.qq.com"
     appkey: str | None = None
     access_token: SecretStr | None = None
-    poll_interval: PositiveFloat = 5.0
-    closed_retention: float = Field(default=300.0, ge=0)
-    request_timeout: PositiveFloat = 10.0
+    poll_interval: Seconds = 5.0
+    closed_retention: SecondsOrZero = 300.0
+    request_timeout: Seconds = 10.0
     channel: ChannelConfig = ChannelConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        config_checks.check_url(value, schemes=("https", "http"), example="https://gw.tvs.qq.com")
+        return value
 
     @property
     def has_credentials(self) -> bool:
@@ -154,6 +233,15 @@ class IvhConfig(Section):
         return bool(self.appkey) and bool(
             self.access_token and self.access_token.get_secret_value()
         )
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the service does not run (for users), or None when it runs."""
+        if not self.enabled:
+            return "ivh.enabled = false in the configuration"
+        if not self.has_credentials:
+            return "no credentials configured (set ivh.appkey and ivh.access_token)"
+        return None
 
 
 class DeskConfig(Section):
@@ -165,12 +253,24 @@ class DeskConfig(Section):
     identifier: str | None = None
     secret_key: SecretStr | None = None
     usersig_ttl: PositiveInt = 86400
-    poll_interval: PositiveFloat = 5.0
+    poll_interval: Seconds = 5.0
     watch: tuple[str, ...] = ()
-    request_timeout: PositiveFloat = 10.0
+    request_timeout: Seconds = 10.0
     rate_limit: PositiveFloat = 20.0
-    stream_idle_timeout: PositiveFloat = 60.0
+    stream_idle_timeout: Seconds = 60.0
     stream_queue_size: PositiveInt = 10000
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        example = "https://console.tim.qq.com"
+        config_checks.check_url(value, schemes=("https", "http"), example=example)
+        return value
+
+    @field_validator("watch")
+    @classmethod
+    def _check_watch(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return config_checks.check_session_ids(value)
 
     @property
     def has_credentials(self) -> bool:
@@ -178,14 +278,25 @@ class DeskConfig(Section):
         secret = self.secret_key.get_secret_value() if self.secret_key else ""
         return bool(self.sdkappid and self.identifier and secret)
 
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the service does not run (for users), or None when it runs."""
+        if not self.enabled:
+            return "desk.enabled = false in the configuration"
+        if not self.has_credentials:
+            return (
+                "no credentials configured (set desk.sdkappid, desk.identifier and desk.secret_key)"
+            )
+        return None
+
 
 class BridgeConfig(Section):
     """`[bridge]`: request handling limits."""
 
     max_payload: PositiveInt = 64 * 1024
-    health_interval: PositiveFloat = 30.0
-    dedup_window: float = Field(default=60.0, ge=0)
-    shutdown_timeout: PositiveFloat = 10.0
+    health_interval: Seconds = 30.0
+    dedup_window: SecondsOrZero = 60.0
+    shutdown_timeout: Seconds = 10.0
     max_inflight: PositiveInt = 1000
 
 
@@ -193,6 +304,18 @@ class HttpConfig(Section):
     """`[http]`: the health and metrics endpoint."""
 
     listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            config_checks.parse_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to serve on, or None for no endpoint."""
+        return config_checks.parse_listen(self.listen) if self.listen else None
 
 
 class LogConfig(Section):
@@ -213,13 +336,18 @@ class HomeAssistantConfig(Section):
     enabled: bool = False
     prefix: str = "homeassistant"
 
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        return config_checks.check_topic_root(value)
+
 
 class _EnvSource(EnvSettingsSource):
-    """Variables, minus the `*_FILE` ones that `_file_secrets` reads."""
+    """Variables, minus the secrets' `*_FILE` forms that `file_secrets` reads."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         loaded = super()._load_env_vars()
-        return {k: v for k, v in loaded.items() if not k.lower().endswith("_file")}
+        return {k: v for k, v in loaded.items() if _secret_file_path(k, Settings) is None}
 
 
 class Settings(BaseSettings):
@@ -276,7 +404,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
     """Load the TOML file (if any), apply `*_FILE` secrets and variables, validate."""
     path = path or os.environ.get(CONFIG_ENV) or None
     data = _read_toml(Path(path)) if path else {}
-    _merge(data, _file_secrets(os.environ))
+    secrets, problems = file_secrets(os.environ, Settings)
+    problems += env_problems(os.environ, Settings)
+    if problems:
+        raise ConfigError(problems)
+    merge(data, secrets)
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -293,39 +425,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"config: {path} is not valid TOML: {exc}"]) from exc
 
 
-def _file_secrets(env: Mapping[str, str]) -> dict[str, Any]:
-    """`TENCENT2MQTT_DESK__SECRET_KEY_FILE=/run/secrets/x` -> {"desk": {"secret_key": "..."}}."""
-    out: dict[str, Any] = {}
-    for name, value in env.items():
-        upper = name.upper()
-        if not (upper.startswith(ENV_PREFIX) and upper.endswith("_FILE")) or upper == CONFIG_ENV:
-            continue
-        keys = upper[len(ENV_PREFIX) : -len("_FILE")].lower().split("__")
-        try:
-            secret = Path(value).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError([f"{'.'.join(keys)}: cannot read {name}: {exc.strerror}"]) from exc
-        _merge(out, _nest(keys, secret))
-    return out
-
-
-def _nest(keys: list[str], value: Any) -> dict[str, Any]:
-    node: dict[str, Any] = {keys[-1]: value}
-    for key in reversed(keys[:-1]):
-        node = {key: node}
-    return node
-
-
-def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
 def _problems(exc: ValidationError) -> list[str]:
-    return validation_problems(exc, whole="config")
+    lines = validation_problems(exc, whole="config")
+    return [line.replace(": Extra inputs are not permitted", ": unknown key") for line in lines]
 
 
 def config_warnings(settings: Settings) -> list[str]:
@@ -335,7 +437,7 @@ def config_warnings(settings: Settings) -> list[str]:
     if not 30 < heartbeat < 60:
         warnings.append(
             f"ivh.channel.heartbeat_interval = {heartbeat}: Tencent documents 30-60 s "
-            "(PROTOCOL A.5); the channel may be dropped or the cloud may throttle"
+            "for command-channel heartbeats; the channel may be dropped or the cloud may throttle"
         )
     for key, value in (
         ("ivh.poll_interval", settings.ivh.poll_interval),
@@ -344,5 +446,11 @@ def config_warnings(settings: Settings) -> list[str]:
         if value < 1:
             warnings.append(f"{key} = {value}: below 1 s, expect rate limiting upstream")
     if settings.ivh.channel.text_interval < 1:
-        warnings.append("ivh.channel.text_interval below 1 s: Tencent requires > 1 s (A.5)")
+        warnings.append(
+            "ivh.channel.text_interval below 1 s: Tencent requires more than 1 s between texts"
+        )
+    if not settings.mqtt.tls and any(
+        (settings.mqtt.tls_ca_file, settings.mqtt.tls_cert_file, settings.mqtt.tls_key_file)
+    ):
+        warnings.append("mqtt.tls_* files are set but mqtt.url is not mqtts://: TLS is off")
     return warnings

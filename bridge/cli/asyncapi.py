@@ -131,7 +131,8 @@ class _Builder:
             "messages": {message: {"$ref": f"#/components/messages/{message}"}},
         }
         if SID in doc.address:
-            channel["parameters"] = {"session_id": {"description": "A session id (SPEC 2)."}}
+            about = "A session id: 1-128 letters, digits or ._:@- starting with a letter or digit."
+            channel["parameters"] = {"session_id": {"description": about}}
         if "{object_id}" in doc.address:
             channel["parameters"] = {"object_id": {"description": "A discovery object id."}}
         self.channels[doc.key] = channel

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from bridge.config import Settings, config_warnings
 from bridge.emulator.cli import emulator_command
 from bridge.ops import logs
 from bridge.ops.gctune import tune_gc
+from bridge.ops.listen import ListenError
 
 log = logging.getLogger("bridge")
+EXIT_CANNOT_START = 1  # the config is valid (else 2) but this host cannot run it now
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +40,11 @@ def run(config_path: Path | None) -> None:
     logs.configure(settings.log.level, settings.log.format, settings.secrets())
     for warning in config_warnings(settings):
         log.warning("%s", warning)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except ListenError as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(EXIT_CANNOT_START)
 
 
 async def _serve(settings: Settings) -> None:
@@ -73,9 +80,8 @@ def check_config(config_path: Path | None) -> None:
     settings = load_or_exit(config_path)
     click.echo(to_toml(settings.redacted()), nl=False)
     for name, section in (("ivh", settings.ivh), ("desk", settings.desk)):
-        state = "enabled" if section.enabled and section.has_credentials else "disabled"
-        reason = "" if state == "enabled" or not section.enabled else " (no credentials)"
-        click.echo(f"# {name}: {state}{reason}")
+        reason = section.disabled_reason
+        click.echo(f"# {name}: {'enabled' if reason is None else f'disabled: {reason}'}")
     for warning in config_warnings(settings):
         click.echo(f"# warning: {warning}")
 

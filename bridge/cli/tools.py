@@ -51,8 +51,11 @@ def topics_command(
         text = topic_tree(settings, specs)
     if output is None:
         click.echo(text, nl=False)
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 def topic_tree(settings: Settings, specs: list[Any]) -> str:

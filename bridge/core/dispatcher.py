@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,11 @@ class Dispatcher:
         emitter: Emitter,
         topics: Topics,
         config: BridgeConfig,
+        disabled: Mapping[str, str] | None = None,
     ) -> None:
         self._registry = registry
         self._known = known_actions
+        self._disabled = dict(disabled or {})  # service -> why it does not run
         self._publisher = publisher
         self._emitter = emitter
         self._topics = topics
@@ -148,10 +151,9 @@ class Dispatcher:
         if action is not None:
             return action
         if key in self._known:
-            raise RequestError(
-                f"the {key.split('/')[0]} service is not enabled (no credentials configured)",
-                code="service_disabled",
-            )
+            service = key.split("/")[0]
+            why = self._disabled.get(service, "it is not enabled")
+            raise RequestError(f"the {service} service is disabled: {why}", code="service_disabled")
         raise RequestError(f"unknown action {key!r}", code="unknown_action")
 
     async def _run(self, job: _Job) -> None:

@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
+from bridge.tlsfiles import client_context
 
 INFLIGHT = 256  # publishes awaiting their acknowledgement at most
 # MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight
@@ -185,15 +186,15 @@ def connect_properties(cfg: MqttConfig) -> Properties | None:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
-    """TLS for `mqtts://`: CA and client certificate; `tls_insecure` skips verification."""
-    ctx = ssl.create_default_context(cafile=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
+    """TLS for `mqtts://`: CA and client certificate; `tls_insecure` skips verification. The
+    config loaded the same files with the same function (`bridge.tlsfiles`) when it was read."""
+    ctx = client_context(
+        ca_file=cfg.tls_ca_file,
+        cert_file=cfg.tls_cert_file,
+        key_file=cfg.tls_key_file,
+        insecure=cfg.tls_insecure,
+    )
     ctx.sslsocket_class = _ClosingSSLSocket
-    if cfg.tls_cert_file:
-        key = str(cfg.tls_key_file) if cfg.tls_key_file else None
-        ctx.load_cert_chain(str(cfg.tls_cert_file), key)
-    if cfg.tls_insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 

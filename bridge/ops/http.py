@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.config_checks import parse_listen
 from bridge.ops.metrics import Metrics
 from bridge.ops.readout import Readout
 
@@ -47,12 +49,13 @@ def readiness(readout: Readout) -> tuple[bool, dict[str, bool]]:
 
 def split_listen(listen: str) -> tuple[str, int]:
     """ "127.0.0.1:9100" -> ("127.0.0.1", 9100); ":9100" binds loopback."""
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or "127.0.0.1"), int(port)
+    return parse_listen(listen)
 
 
-async def serve_http(listen: str, readout: Readout, metrics: Metrics) -> None:
-    """Serve on `listen` until cancelled."""
+async def serve_http(
+    listen: str, readout: Readout, metrics: Metrics, *, sock: socket.socket | None = None
+) -> None:
+    """Serve on `listen` (on `sock` when it is bound already) until cancelled."""
     host, port = split_listen(listen)
     config = uvicorn.Config(
         http_app(readout, metrics),
@@ -64,7 +67,7 @@ async def serve_http(listen: str, readout: Readout, metrics: Metrics) -> None:
     )
     server = QuietServer(config)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock] if sock is not None else None)
     except asyncio.CancelledError:
         if server.started:
             await server.shutdown()

@@ -12,11 +12,15 @@ import logging
 import re
 
 _SECRET_PARAMS = re.compile(r"\b(usersig|signature)=[^&\s\"'>]*", re.IGNORECASE)
+# `scheme://user:password@`: the password of any URL with user information (mqtt.url may hold
+# one, docs/configuration.md "Credentials in mqtt.url").
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\"'<>]*):[^/\s@\"'<>]*@")
 
 
 def redact_query(text: str) -> str:
-    """`text` with the values of `usersig=` and `signature=` replaced by `***`."""
-    return _SECRET_PARAMS.sub(r"\1=***", text)
+    """`text` with the values of `usersig=` and `signature=`, and the password of every URL
+    with user information, replaced by `***`."""
+    return _USERINFO.sub(r"\1:***@", _SECRET_PARAMS.sub(r"\1=***", text))
 
 
 class RedactQueryFilter(logging.Filter):

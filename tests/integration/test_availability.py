@@ -90,7 +90,8 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
 def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     conf = tmp_path / "c.toml"
     conf.write_text(
-        '[mqtt]\npassword = "pw-SECRET-1"\n[ivh]\nappkey = "k"\naccess_token = "tok-SECRET-2"\n'
+        '[mqtt]\nusername = "bridge"\npassword = "pw-SECRET-1"\n'
+        '[ivh]\nappkey = "k"\naccess_token = "tok-SECRET-2"\n'
         '[desk]\nsdkappid = 1400000000\nidentifier = "admin"\n'
     )
     secret_file = tmp_path / "desk_key"

@@ -55,6 +55,9 @@ async def test_error_response_exits_1(broker: Broker, base: str) -> None:
     answer = json.loads(out)
     assert code == 1
     assert answer["status"] == "error" and answer["error"]["code"] == "service_disabled"
+    # issue 17 defect 14: it said "no credentials configured" of a service disabled by config
+    message = answer["error"]["message"]
+    assert message == "the ivh service is disabled: ivh.enabled = false in the configuration"
 
 
 async def test_no_bridge_times_out_with_3(broker: Broker, base: str) -> None:

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.reliability.conftest import calls, emulator_env
 from tests.support import figures, leaks
 from tests.support.bridge import BridgeProcess, mqtt_env
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
+from tests.support.cli import bridge_cli
 from tests.support.cloud import Admin, emulator
 from tests.support.mqtt_probe import Probe, Received
 from tests.support.usersig_shape import a_usersig
@@ -22,13 +28,15 @@ def test_the_scanner_catches_planted_secrets() -> None:
     """A scanner that cannot fail proves nothing: plant each kind of leak and see it caught."""
     watch = leaks.LeakWatch()
     watch.secret("tok-PLANTED-1", "key-PLANTED-2", "pw-PLANTED-3")
+    watch.secret_in_urls("mqtt://alice:url%2DPLANTED-4@host:1883", "https://no-userinfo")
     sig = a_usersig()
     watch.records.append("bridge.x INFO calling with tok-PLANTED-1")
     traffic = [("t/desk/s/event", "t/desk/s/event " + '{"usersig": "' + sig + '"}')]
     watch.source("mqtt probe t", lambda: traffic)
     watch.source("bridge process", lambda: [("log", "connect failed for pw-PLANTED-3")])
+    watch.source("bridge cli", lambda: [("stdout", 'password = "url-PLANTED-4"')])
     hits = watch.scan()
-    assert len(hits) == 3, hits
+    assert len(hits) == 4, hits
     assert any(h.startswith("log:") for h in hits)
     assert any("UserSig" in h for h in hits)
     assert any(h.startswith("bridge process") for h in hits)
@@ -91,3 +99,54 @@ async def test_secrets_from_files_work_and_never_show(
     assert "generated a UserSig" in proc.log()  # the debug log was on, and said nothing more
     assert leaks.watch().scan() == []  # (the autouse scan repeats this at teardown)
     figures.add("secret_file_runs")
+
+
+URL_PASSWORD = "s3cr3tpw-in-the-url"
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[tuple[Broker, int]]:
+    """A mosquitto with an open listener (for the probe) and one that takes only alice with
+    `URL_PASSWORD`."""
+    broker = Broker(tmp_path)
+    auth_port = free_port()
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "alice", URL_PASSWORD], check=True)
+    run_as = "user root\n" if os.geteuid() == 0 else ""  # root drops to a user who cannot read
+    broker.conf.write_text(
+        f"per_listener_settings true\nlistener {broker.port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+        f"persistence false\n{run_as}"
+    )
+    broker.start()
+    yield broker, auth_port
+    broker.kill()
+
+
+async def test_credentials_in_the_mqtt_url_are_used_and_never_show(
+    password_broker: tuple[Broker, int], base: str, tmp_path: Path
+) -> None:
+    """Issue 17 defect 3: the URL's password was printed by check-config, logged, retained in
+    `bridge/info`, and not even used. Now it logs in, and shows nowhere."""
+    broker, auth_port = password_broker
+    url = f"mqtt://alice:{URL_PASSWORD}@127.0.0.1:{auth_port}"
+    env = {**mqtt_env(broker, base), "TENCENT2MQTT_MQTT__URL": url}
+    checked = bridge_cli("check-config", env=env)
+    assert URL_PASSWORD in leaks.watch().secrets  # the autouse scan now looks for it
+    assert checked.code == 0 and 'url = "mqtt://127.0.0.1:' in checked.out
+    assert 'username = "alice"' in checked.out and 'password = "**********"' in checked.out
+    proc = BridgeProcess({**env, "TENCENT2MQTT_LOG__LEVEL": "debug"}, tmp_path)
+    try:
+        async with Probe(broker.port, base) as probe:
+            proc.start()
+            await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
+            info = await probe.wait_json("bridge/info")
+            logging.getLogger("bridge.test").warning("a library logs %s", url)
+    finally:
+        proc.stop()
+    assert info["config"]["mqtt"]["url"] == f"mqtt://127.0.0.1:{auth_port}"
+    assert info["config"]["mqtt"]["password"] == "**********"
+    assert f"127.0.0.1:{auth_port}" in proc.log()
+    assert any("a library logs mqtt://alice:***@" in r for r in leaks.watch().records)
+    assert leaks.watch().scan() == []
+    figures.add("url_credential_runs")

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 import trustme
+from click.testing import CliRunner
 
+from bridge.cli.main import main
 from tests.reliability.conftest import until
 from tests.support import figures, leaks
-from tests.support.bridge import running, settings_for
+from tests.support.bridge import BridgeProcess, mqtt_env, running, settings_for
 from tests.support.broker import Broker, free_port
+from tests.support.cli import TRACEBACK, bridge_cli, run_until
 from tests.support.mqtt_probe import Probe
 
 
@@ -125,3 +128,98 @@ async def test_refuses_a_server_it_cannot_verify(tls: TlsBroker, base: str) -> N
 
 async def test_tls_insecure_connects_anyway(tls: TlsBroker, base: str) -> None:
     await _works(tls, base, port=tls.tls_port, tls_ca_file=str(tls.other_ca), tls_insecure=True)
+
+
+# -- issue 17: TLS files are loaded when the config is read (defects 1 and 2) ------------------
+
+KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _bad_file(kind: str, tmp: Path) -> Path:
+    """A TLS file `run` cannot use: missing, unreadable, not PEM, or PEM holding garbage."""
+    path = tmp / f"{kind.replace(' ', '_')}.pem"
+    if kind == "missing":
+        return path
+    if kind == "unreadable":
+        path.mkdir()  # root reads any file mode: a directory is unreadable as a file for all
+        return path
+    if kind == "not PEM":
+        path.write_bytes(b"\x00\x01 this is no certificate\n")
+    else:
+        garbage = "bm90IGEgY2VydA=="  # base64 of "not a cert"
+        path.write_text(f"-----BEGIN CERTIFICATE-----\n{garbage}\n-----END CERTIFICATE-----\n")
+    return path
+
+
+def _tls_env(t: TlsBroker, key: str, bad: Path, port: int) -> dict[str, str]:
+    """Good files for the other keys (a client certificate and its key, the CA), `bad` for `key`."""
+    files = {"tls_ca_file": t.ca, "tls_cert_file": t.cert, "tls_key_file": t.key, key: bad}
+    env = {f"TENCENT2MQTT_MQTT__{k.upper()}": str(v) for k, v in files.items()}
+    return {**env, "TENCENT2MQTT_MQTT__URL": f"mqtts://127.0.0.1:{port}"}
+
+
+def _as_toml(env: dict[str, str], tmp: Path) -> Path:
+    lines = ["[mqtt]"] + [
+        f'{name.removeprefix("TENCENT2MQTT_MQTT__").lower()} = "{value}"'
+        for name, value in env.items()
+    ]
+    path = tmp / "tls.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("form", ["file", "environment"])
+@pytest.mark.parametrize("kind", ["missing", "unreadable", "not PEM", "bad PEM"])
+@pytest.mark.parametrize("key", KEYS)
+def test_check_config_refuses_tls_files_run_cannot_load(
+    tls: TlsBroker, tmp_path: Path, key: str, kind: str, form: str
+) -> None:
+    """Defect 1: check-config said OK and `run` died with a traceback; now one line, exit 2."""
+    env = _tls_env(tls, key, _bad_file(kind, tmp_path), tls.mtls_port)
+    args = ["check-config"]
+    if form == "file":
+        args += ["--config", str(_as_toml(env, tmp_path))]
+        env = {}
+    result = CliRunner().invoke(main, args, env={**_no_bridge_env(), **env})
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    problems = result.stderr.splitlines()[1:]
+    assert len(problems) == 1 and problems[0].startswith(f"  mqtt.{key}: "), problems
+    figures.add("tls_files_refused")
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [("tls_ca_file", "missing"), ("tls_cert_file", "not PEM"), ("tls_key_file", "bad PEM")],
+)
+def test_run_refuses_them_the_same_way(tls: TlsBroker, tmp_path: Path, key: str, kind: str) -> None:
+    """`run` exits 2 with check-config's line, before connecting, and no traceback."""
+    env = _tls_env(tls, key, _bad_file(kind, tmp_path), tls.mtls_port)
+    checked = bridge_cli("check-config", env=env)
+    ran = run_until(env, "MQTT connected", tmp_path)
+    assert checked.code == ran.code == 2
+    assert checked.problems == ran.problems and ran.problems[0].startswith(f"mqtt.{key}: ")
+    assert TRACEBACK not in ran.err + checked.err
+
+
+async def test_tls_configured_by_environment_variables(
+    tls: TlsBroker, base: str, tmp_path: Path
+) -> None:
+    """Defect 2: `TENCENT2MQTT_MQTT__TLS_CA_FILE` (and CERT, KEY) were refused as `_FILE`s."""
+    env = {**mqtt_env(tls.broker, base), **_tls_env(tls, "tls_key_file", tls.key, tls.mtls_port)}
+    proc = BridgeProcess(env, tmp_path)
+    try:
+        async with Probe(tls.broker.port, base) as probe:
+            proc.start()
+            state = await probe.wait_json("bridge/state", lambda s: s["state"] == "online", 15)
+            reply = await probe.request("bridge/health_check")
+    finally:
+        proc.stop()
+    assert state["state"] == "online" and reply["status"] == "ok"
+    figures.add("tls_connects")
+
+
+def _no_bridge_env() -> dict[str, str | None]:
+    """CliRunner's environment: every `TENCENT2MQTT_*` of this process unset."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TENCENT2MQTT_")}
+    return unset

@@ -64,6 +64,7 @@ class BridgeProcess:
         self.log_path = workdir / f"bridge-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         leaks.watch().secret(*(v for k, v in env.items() if _is_secret_key(k)))
+        leaks.watch().secret_in_urls(*env.values())
         leaks.watch().source("bridge process", lambda: [("log", self.log())])
 
     def start(self) -> None:

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from bridge.tencent.redact import RedactQueryFilter
 
@@ -32,6 +33,17 @@ class LeakWatch:
     def secret(self, *values: str | None) -> None:
         """Register values that must never appear anywhere."""
         self.secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+
+    def secret_in_urls(self, *values: str) -> None:
+        """Register the password of every URL with user information among `values`
+        (`mqtt://alice:pw@host`), as given and percent-decoded."""
+        for value in values:
+            try:
+                password = urlsplit(value).password if "://" in value else None
+            except ValueError:
+                continue
+            if password:
+                self.secret(password, unquote(password))
 
     def source(self, name: str, read: Source) -> None:
         """Register a place output can be read from at the end of the test."""

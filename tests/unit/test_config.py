@@ -132,3 +132,206 @@ def test_protocol_and_qos_from_environment_variables(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TENCENT2MQTT_MQTT__QOS", "0")
     settings = load_settings(None)
     assert settings.mqtt.protocol == 4 and settings.mqtt.qos == 0
+
+
+# -- issue 17: every key checked at load, one line naming it ---------------------------------
+
+
+def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
+    for name, value in env.items():
+        monkeypatch.setenv(f"TENCENT2MQTT_{name}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert all("\n" not in line for line in info.value.problems)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("key", ["TLS_CA_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE"])
+def test_tls_file_keys_are_keys_in_the_environment(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 2: `_FILE` is the file form of secret keys only; `mqtt.tls_ca_file` is a key."""
+    monkeypatch.setenv(f"TENCENT2MQTT_MQTT__{key}", str(tmp_path / "missing.pem"))
+    expected = f"file not found: {tmp_path / 'missing.pem'}"
+    if key == "TLS_KEY_FILE":
+        expected = "is set without mqtt.tls_cert_file, the certificate it belongs to"
+    assert _problems(monkeypatch) == [f"mqtt.{key.lower()}: {expected}"]
+
+
+def test_only_secret_keys_have_a_file_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pw").write_text("pw-from-file\n")
+    monkeypatch.setenv("TENCENT2MQTT_MQTT__USERNAME", "alice")
+    monkeypatch.setenv("TENCENT2MQTT_MQTT__PASSWORD_FILE", str(tmp_path / "pw"))
+    assert load_settings(None).secrets() == ["pw-from-file"]
+    monkeypatch.setenv("TENCENT2MQTT_MQTT__BASE_TOPIC_FILE", str(tmp_path / "pw"))
+    assert _problems(monkeypatch) == [
+        "mqtt.base_topic_file: unknown key (from TENCENT2MQTT_MQTT__BASE_TOPIC_FILE)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("DESK__WATCH", "desk.watch"), ("MQTT", "mqtt"), ("IVH__CHANNEL", "ivh.channel")],
+)
+def test_values_that_must_be_json_say_so(
+    name: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 6: one line naming the key, not a SettingsError traceback."""
+    problems = _problems(monkeypatch, **{name: "abc"})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{key}: TENCENT2MQTT_{name} must be JSON, e.g. ")
+
+
+def test_unknown_sections_and_keys_in_the_environment_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defect 6: an unknown section was ignored while unknown keys were refused."""
+    assert _problems(monkeypatch, FOO__BAR="1") == [
+        "foo: unknown section (from TENCENT2MQTT_FOO__BAR)"
+    ]
+    monkeypatch.delenv("TENCENT2MQTT_FOO__BAR")
+    assert _problems(monkeypatch, MQTT__NOPE="1") == [
+        "mqtt.nope: unknown key (from TENCENT2MQTT_MQTT__NOPE)"
+    ]
+
+
+@pytest.mark.parametrize("bad", ["a/b", "#", "+", "", "-x", "x" * 129, "a b"])
+def test_watch_takes_session_ids_only(bad: str) -> None:
+    """Defect 7: a watched id becomes a topic and an API call (SPEC 2's rule)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"desk": {"watch": ["ok-1", bad]}})
+    assert info.value.problems[0].startswith("desk.watch: item 2 (")
+    assert load_settings_from({"desk": {"watch": ["s1", "a.b:c@d-e_f"]}}).desk.watch
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "bad"),
+    [
+        ("ivh", "base_url", "notaurl"),
+        ("ivh", "base_url", "ftp://gw.tvs.qq.com"),
+        ("ivh", "base_url", "https://"),
+        ("ivh", "base_url", "https://u:p@gw.tvs.qq.com"),
+        ("desk", "base_url", "console.tim.qq.com"),
+        ("desk", "base_url", "https://console.tim.qq.com:0"),
+        ("desk", "base_url", "https://host:99999"),
+        ("mqtt", "url", "http://localhost:1883"),
+        ("mqtt", "url", "mqtt://"),
+        ("mqtt", "url", "mqtt://host/path"),
+        ("mqtt", "url", "mqtt://ho st"),
+    ],
+)
+def test_url_keys_need_their_scheme_and_a_host(section: str, key: str, bad: str) -> None:
+    """Defect 12: the right scheme and a host for every URL key."""
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({section: {key: bad}})
+    assert [line.split(":")[0] for line in info.value.problems] == [f"{section}.{key}"]
+    assert "u:p" not in info.value.problems[0]
+
+
+@pytest.mark.parametrize("bad", ["http://gw.tvs.qq.com/ws", "notaurl", "wss://"])
+def test_channel_url_is_a_websocket_url(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"ivh": {"channel": {"url": bad}}})
+    assert info.value.problems[0].startswith("ivh.channel.url: ")
+    assert load_settings_from({"ivh": {"channel": {"url": "ws://127.0.0.1:1/x"}}})
+
+
+@pytest.mark.parametrize(
+    "bad", ["nonsense", "127.0.0.1:99999", "127.0.0.1:0", "host:port", ":", "[::1:9100", "a b:1"]
+)
+def test_http_listen_is_host_and_port(bad: str) -> None:
+    """Defect 5: a listen address `run` cannot bind is refused by the config."""
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"http": {"listen": bad}})
+    assert [line.split(":")[0] for line in info.value.problems] == ["http.listen"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [(":9100", ("127.0.0.1", 9100)), ("[::1]:1", ("::1", 1)), ("0.0.0.0:80", ("0.0.0.0", 80))],
+)
+def test_http_listen_forms(listen: str, address: tuple[str, int]) -> None:
+    assert load_settings_from({"http": {"listen": listen}}).http.address == address
+
+
+def test_credentials_in_the_mqtt_url_are_used_and_leave_it() -> None:
+    """Defect 3: `mqtt://alice:s3cr3tpw@host` means that user and password, redacted."""
+    s = load_settings_from({"mqtt": {"url": "mqtt://alice:s3%40cr3tpw@host:1884"}})
+    assert (s.mqtt.url, s.mqtt.username, s.mqtt.host, s.mqtt.port) == (
+        "mqtt://host:1884",
+        "alice",
+        "host",
+        1884,
+    )
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == "s3@cr3tpw"
+    assert s.secrets() == ["s3@cr3tpw"]
+    assert "s3" not in str(s.redacted()) and "s3" not in repr(s)
+
+
+def test_credentials_given_twice_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"mqtt": {"url": "mqtt://alice:s3cr3tpw@host", "username": "bob"}})
+    assert info.value.problems[0].startswith("mqtt.url: holds a user name or password")
+    assert "s3cr3tpw" not in info.value.problems[0]
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"mqtt": {"password": "pw-alone"}})
+    assert info.value.problems[0].startswith("mqtt.password: is set without mqtt.username")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "bad"),
+    [
+        ("ivh", "poll_interval", "inf"),
+        ("ivh", "poll_interval", "nan"),
+        ("ivh", "request_timeout", 1e300),
+        ("mqtt", "keepalive", 65536),
+        ("mqtt", "session_expiry", 2**32),
+        ("bridge", "dedup_window", -1),
+    ],
+)
+def test_numbers_are_finite_and_in_range(section: str, key: str, bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({section: {key: bad}})
+    assert [line.split(":")[0] for line in info.value.problems] == [f"{section}.{key}"]
+
+
+def test_homeassistant_prefix_is_a_topic() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings_from({"homeassistant": {"prefix": "home/#"}})
+    assert info.value.problems[0].startswith("homeassistant.prefix: ")
+
+
+def test_disabled_services_say_why() -> None:
+    """Defect 14: "disabled by configuration" is not "no credentials"."""
+    s = Settings(ivh={"enabled": False})
+    assert s.ivh.disabled_reason == "ivh.enabled = false in the configuration"
+    assert s.desk.disabled_reason is not None and "no credentials" in s.desk.disabled_reason
+
+
+def load_settings_from(data: dict[str, object]) -> Settings:
+    """`load_settings` on a TOML file holding `data` (the path `run` and `check-config` take)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.toml"
+        path.write_text(_toml(data))
+        return load_settings(path)
+
+
+def _toml(data: dict[str, object], prefix: str = "") -> str:
+    import json
+
+    out = f"[{prefix}]\n" if prefix else ""
+    tables = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, float) and value != value:
+            out += f"{key} = nan\n"
+        elif value in ("inf", "nan"):
+            out += f"{key} = {value}\n"
+        else:
+            out += f"{key} = {json.dumps(value)}\n"
+    for key, value in tables:
+        out += _toml(value, f"{prefix}.{key}" if prefix else key)
+    return out

@@ -103,7 +103,7 @@ class SessionStream:
         if self._base + size > MAX_BODY_BYTES:
             raise RequestError(
                 f"chunk is {len(text.encode())} bytes; a send_stream_msg body is limited to "
-                f"{MAX_BODY_BYTES} bytes (PROTOCOL B.4)",
+                f"{MAX_BODY_BYTES} bytes by Tencent; send it in smaller chunks",
                 code="payload_too_large",
             )
         if len(self._pending) >= self._max_queue:
