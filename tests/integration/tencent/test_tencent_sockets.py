@@ -8,7 +8,6 @@ import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,23 +16,18 @@ from bridge.core.observe import CallRecord
 from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
-from bridge.tencent.lean import LeanTransport
 from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.session import HttpSession
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
-TIMEOUT = httpx.Timeout(0.3)
-MakeHttp = Callable[[], httpx.AsyncClient]
+TIMEOUT = 0.3
+MakeHttp = Callable[[], HttpSession]
 
 
-@pytest.fixture(params=["httpx", "lean"])
-def make_http(request: pytest.FixtureRequest) -> MakeHttp:
-    """Clients on httpx's default transport and on the bridge's lean one: the same rules hold."""
-
-    def make() -> httpx.AsyncClient:
-        transport = LeanTransport() if request.param == "lean" else None
-        return httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
-
-    return make
+@pytest.fixture
+def make_http() -> MakeHttp:
+    """The bridge's session, as the composition root builds it, with a short timeout."""
+    return lambda: HttpSession(timeout=TIMEOUT)
 
 
 class Records(list[CallRecord]):
@@ -100,14 +94,14 @@ async def serving(reply: dict[str, object] | bytes | None) -> AsyncIterator[tupl
         await asyncio.sleep(0)
 
 
-def _desk(http: httpx.AsyncClient, base: str, records: Records) -> DeskClient:
+def _desk(http: HttpSession, base: str, records: Records) -> DeskClient:
     return DeskClient(
         http, base_url=base, sdkappid=1, identifier="admin", secret_key="k", retry=FAST,
         observer=records,
     )  # fmt: skip
 
 
-def _ivh(http: httpx.AsyncClient, base: str, records: Records) -> IvhClient:
+def _ivh(http: HttpSession, base: str, records: Records) -> IvhClient:
     return IvhClient(
         http, base_url=base, appkey="a", access_token="t", retry=FAST, observer=records
     )
@@ -307,12 +301,12 @@ def test_any_reply_is_an_answer_or_an_upstream_error(
         reply = {"Header": {"Code": code}, "Payload": payload}
         async with (
             serving(reply) as (_, base),
-            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+            HttpSession(timeout=TIMEOUT) as http,
         ):
             await ivh_calls(_ivh(http, base, Records()))
         async with (
             serving(desk) as (_, base),
-            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+            HttpSession(timeout=TIMEOUT) as http,
         ):
             await desk_calls(_desk(http, base, Records()))
 
