@@ -47,10 +47,11 @@ def _closed_port() -> int:
 
 class TinyServer:
     """An HTTP/1.1 server on port 0: counts requests, answers `reply` (JSON of a dict, bytes as
-    they are, or never, if None)."""
+    they are, or never, if None; `drop`: closes the connection once it has read the request)."""
 
-    def __init__(self, reply: dict[str, object] | bytes | None) -> None:
+    def __init__(self, reply: dict[str, object] | bytes | None, *, drop: bool = False) -> None:
         self.reply = reply
+        self.drop = drop
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -69,6 +70,8 @@ class TinyServer:
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         self.requests.append(head + await reader.readexactly(length))
+        if self.drop:
+            return
         if self.reply is None:
             await reader.read()  # silent: wait until the client gives up
             return
@@ -79,9 +82,11 @@ class TinyServer:
 
 
 @contextlib.asynccontextmanager
-async def serving(reply: dict[str, object] | bytes | None) -> AsyncIterator[tuple[TinyServer, str]]:
+async def serving(
+    reply: dict[str, object] | bytes | None, *, drop: bool = False
+) -> AsyncIterator[tuple[TinyServer, str]]:
     """Run a TinyServer; yield it and its base URL; close every connection on exit."""
-    tiny = TinyServer(reply)
+    tiny = TinyServer(reply, drop=drop)
     server = await asyncio.start_server(tiny.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -146,6 +151,24 @@ async def test_an_idempotent_call_is_retried_when_the_server_is_silent(make_http
         client = _ivh(http, base, records)
         error = await _fails(lambda: client.stat_session("m1"))
     assert error.code == "timeout"
+    assert len(server.requests) == 3
+
+
+async def test_send_stream_msg_is_sent_once_when_the_server_drops_it(make_http: MakeHttp) -> None:
+    """Read, then the connection closed without an answer: it may have been applied."""
+    records = Records()
+    async with serving(None, drop=True) as (server, base), make_http() as http:
+        client = _desk(http, base, records)
+        error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
+    assert (error.code, error.retryable) == ("upstream_unavailable", True)
+    assert len(server.requests) == 1
+    assert [r.attempts for r in records] == [1]
+
+
+async def test_an_idempotent_call_is_retried_when_the_server_drops_it(make_http: MakeHttp) -> None:
+    async with serving(None, drop=True) as (server, base), make_http() as http:
+        error = await _fails(lambda: _ivh(http, base, Records()).stat_session("m1"))
+    assert error.code == "upstream_unavailable"
     assert len(server.requests) == 3
 
 
