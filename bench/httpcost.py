@@ -1,8 +1,10 @@
-"""The cost of one HTTP call to the emulator: httpx (what the bridge uses) vs a bare HTTP/1.1
-keep-alive request written on asyncio streams (a floor for any client in Python).
+"""The cost of one HTTP call to the emulator: the bridge's own clients (`IvhClient` and
+`DeskClient` on `bridge.tencent.session.http_client`, as the bridge builds them), httpx (the
+bench's direct baseline), aiohttp with `trust_env=True`, and a bare HTTP/1.1 keep-alive request
+written on asyncio streams (a floor for any client in Python).
 
-Sequential `statsession` calls; CPU milliseconds per call of the client (this process) and of
-the emulator, read from /proc. Evidence for where rows 1 and 2 spend their time.
+Sequential calls; CPU milliseconds per call of the client (this process) and of the emulator,
+read from /proc. Evidence for where rows 1 and 2 spend their time (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.procs import EmulatorProc, ProcSample
 from bench.upstream import IVH_PATH, Admin, Direct, http_client
+from bridge.tencent.desk import DeskClient
+from bridge.tencent.ivh import IvhClient
+from bridge.tencent.session import http_client as bridge_http
 from bridge.tencent.signing import ivh_query
 
 Call = Callable[[], Awaitable[Any]]
@@ -31,11 +38,15 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     emulator.start()
     try:
         async with http_client() as http:
-            sid = (await Admin(http, emulator.base_url).ivh_sessions(1))[0]
+            admin = Admin(http, emulator.base_url)
+            sid = (await admin.ivh_sessions(1))[0]
+            desk_sid = await admin.desk_session()
             direct = Direct(http, emulator.info)
             httpx_cost = await _cost(
                 lambda: direct.ivh("statsession", {"SessionId": sid}), calls, emulator.pid
             )
+        bridge = await _bridge_costs(emulator, sid, desk_sid, calls)
+        trust_env = await _trust_env_cost(emulator, sid, calls)
         bare = await _bare(emulator, sid)
         try:
             bare_cost = await _cost(bare.call, calls, emulator.pid)
@@ -43,7 +54,60 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
             bare.close()
     finally:
         emulator.stop()
-    return {"calls": calls, "httpx": httpx_cost, "bare_asyncio_streams": bare_cost}
+    return {
+        "calls": calls,
+        **bridge,
+        "httpx": httpx_cost,
+        "aiohttp_trust_env": trust_env,
+        "bare_asyncio_streams": bare_cost,
+    }
+
+
+async def _bridge_costs(
+    emulator: EmulatorProc, sid: str, desk_sid: str, calls: int
+) -> dict[str, dict[str, float]]:
+    """The bridge's clients on the session the bridge builds (whatever it is built on)."""
+    info = emulator.info
+    ivh_http, desk_http = bridge_http(30.0), bridge_http(30.0)
+    ivh = IvhClient(
+        ivh_http, base_url=emulator.base_url, appkey=info["appkey"],
+        access_token=info["access_token"],
+    )  # fmt: skip
+    desk = DeskClient(
+        desk_http, base_url=emulator.base_url, sdkappid=int(info["sdkappid"]),
+        identifier=str(info["identifier"]), secret_key=str(info["secret_key"]),
+    )  # fmt: skip
+    try:
+        return {
+            "bridge_ivh_statsession": await _cost(
+                lambda: ivh.stat_session(sid), calls, emulator.pid
+            ),
+            "bridge_desk_get_session_state": await _cost(
+                lambda: desk.get_session_state(session_id=desk_sid), calls, emulator.pid
+            ),
+        }
+    finally:
+        await ivh_http.aclose()
+        await desk_http.aclose()
+
+
+async def _trust_env_cost(emulator: EmulatorProc, sid: str, calls: int) -> dict[str, float]:
+    """aiohttp reading proxies (and ~/.netrc) from the environment on every request, in a
+    worker thread: why the bridge's session reads them once instead."""
+    info = emulator.info
+    url = f"{emulator.base_url}{IVH_PATH}statsession"
+
+    async with aiohttp.ClientSession(trust_env=True) as session:
+
+        async def call() -> Any:
+            query = ivh_query(
+                appkey=info["appkey"], access_token=info["access_token"], timestamp=int(time.time())
+            )
+            body = json.dumps({"Header": {}, "Payload": {"SessionId": sid, "ReqId": "r"}})
+            async with session.post(f"{url}?{query}", data=body.encode()) as reply:
+                return await reply.read()
+
+        return await _cost(call, calls, emulator.pid)
 
 
 async def _cost(call: Call, count: int, emulator_pid: int) -> dict[str, float]:

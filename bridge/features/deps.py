@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from bridge.config import Settings
 from bridge.core.envelope import Emitter, Publisher
 from bridge.core.observe import CallObserver
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
 from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.session import HttpSession
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +28,7 @@ class Deps:
     link_connected: asyncio.Event
     ownership: Ownership
     retry: RetryPolicy
-    http_client: Callable[[float], httpx.AsyncClient]
+    http_client: Callable[[float], HttpSession]
     # IVH session state changes, `(before, after)`: the IVH feature calls each, extensions
     # (Home Assistant) add themselves when built.
     session_changes: list[Callable[[Any, Any], None]] = field(default_factory=list)

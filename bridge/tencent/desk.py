@@ -1,4 +1,4 @@
-"""The Desk REST client (PROTOCOL B.1-B.4, B.7) over an injected `httpx.AsyncClient`.
+"""The Desk REST client (PROTOCOL B.1-B.4, B.7) over an injected `HttpSession`.
 
 URL: `<base>/v4/desk_http_svc/<command>?sdkappid=&identifier=&usersig=&random=&contenttype=json`
 with a fresh 32-bit `random` per request. HTTP 200 can still be an error: the result is the
@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 
 from bridge.core.observe import CallObserver
@@ -23,6 +22,8 @@ from bridge.errors import ErrorCode, RequestError, UpstreamError
 from bridge.tencent.codes import desk_code
 from bridge.tencent.models import DeskSessionState, as_int, normalise_desk_state
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
+from bridge.tencent.session import HttpSession
+from bridge.tencent.signing import query_string
 from bridge.tencent.transport import (
     BAD_REPLY,
     CallContext,
@@ -112,7 +113,7 @@ class DeskClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpSession,
         *,
         base_url: str,
         sdkappid: int,
@@ -223,7 +224,8 @@ class DeskClient:
             "random": str(secrets.randbits(32)),  # fresh per request (PROTOCOL B.1)
             "contenttype": "json",
         }
-        reply = await post(self._http, ctx, self._url + ctx.api, content=ctx.content, params=params)
+        query = query_string(params)
+        reply = await post(self._http, ctx, self._url + ctx.api, content=ctx.content, query=query)
         body = reply.body or {}
         code = as_int(body.get("ErrorCode"))
         if code:

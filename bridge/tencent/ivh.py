@@ -1,4 +1,4 @@
-"""The IVH session-manager client (PROTOCOL A.1-A.3, A.7) over an injected `httpx.AsyncClient`.
+"""The IVH session-manager client (PROTOCOL A.1-A.3, A.7) over an injected `HttpSession`.
 
 Every call POSTs `{"Header": {}, "Payload": {..., "ReqId": <32 hex>}}` to a signed URL and
 fails unless `Header.Code` is 0. Timeouts, connection errors, HTTP 5xx and the retryable codes
@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from bridge.core.observe import CallObserver
@@ -20,6 +19,7 @@ from bridge.errors import ErrorCode, UpstreamError
 from bridge.tencent.codes import ivh_code
 from bridge.tencent.models import CreatedSession, SessionInfo, SessionStat, as_int
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
+from bridge.tencent.session import HttpSession
 from bridge.tencent.signing import IvhAuth
 from bridge.tencent.transport import (
     BAD_REPLY,
@@ -46,7 +46,7 @@ class IvhClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpSession,
         *,
         base_url: str,
         appkey: str,
@@ -126,9 +126,9 @@ class IvhClient:
     async def _post_once(self, ctx: CallContext, payload: Mapping[str, Any]) -> Mapping[str, Any]:
         # A fresh ReqId per HTTP request, retries included (PROTOCOL A.1).
         body = {"Header": {}, "Payload": {**payload, "ReqId": uuid.uuid4().hex}}
-        reply = await post(
-            self._http, ctx, self._url + ctx.api, content=dumps(body), auth=self._auth
-        )
+        # Signed per request, retries included, with a fresh timestamp (docs/protocol.md A.2)
+        query = self._auth.query({})
+        reply = await post(self._http, ctx, self._url + ctx.api, content=dumps(body), query=query)
         header = reply.body.get("Header") if reply.body is not None else None
         code = as_int(header.get("Code")) if isinstance(header, Mapping) else None
         if code and isinstance(header, Mapping):

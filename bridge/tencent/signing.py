@@ -1,4 +1,4 @@
-"""IVH request signing (PROTOCOL A.2): pure functions, the command-channel URL, an `httpx.Auth`.
+"""IVH request signing (PROTOCOL A.2): pure functions, the command-channel URL, `IvhAuth`.
 
 The signature is `base64(HMAC-SHA256(key=accesstoken, msg=<sorted "k=v" pairs joined by "&">))`
 over every query parameter except `signature`; the body is not signed. It goes into the URL
@@ -11,11 +11,10 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
 from pydantic import SecretStr
 
 CHANNEL_PATH = "/v2/ws/ivh/interactdriver/interactdriverservice/commandchannel"
@@ -105,7 +104,7 @@ def default_channel_url(base_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-class IvhAuth(httpx.Auth):
+class IvhAuth:
     """Signs every request, and every retry, with a fresh timestamp (PROTOCOL A.2, C.2)."""
 
     def __init__(
@@ -114,12 +113,6 @@ class IvhAuth(httpx.Auth):
         self._appkey = appkey
         self._token = SecretStr(access_token) if isinstance(access_token, str) else access_token
         self._clock = clock
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Replace the query with the signed one (existing parameters are kept and signed)."""
-        query = self.query(request.url.params)
-        request.url = request.url.copy_with(query=query.encode("ascii"))
-        yield request
 
     def query(self, params: Mapping[str, str]) -> str:
         """`params` (any `signature` dropped) plus `appkey` and `timestamp`, signed."""

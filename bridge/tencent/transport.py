@@ -12,15 +12,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
 from bridge.core import jsontext
 from bridge.core.observe import CallObserver, CallRecord, Service, notify
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.codes import CodeInfo, http_status_info
-from bridge.tencent.lean import LeanClient
+from bridge.tencent.redact import redact_query
 from bridge.tencent.retry import RetryPolicy, call_with_retry
-from bridge.tencent.signing import IvhAuth, query_string
+from bridge.tencent.session import HttpSession, SessionClosed
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,30 @@ BAD_REPLY = CodeInfo("upstream_error", False, "unexpected response")
 _TIMEOUT = CodeInfo("timeout", True, "timed out")
 _UNREACHABLE = CodeInfo("upstream_unavailable", True, "cannot reach the gateway")
 _BAD_SCHEME = CodeInfo("upstream_unavailable", False, "unsupported URL scheme")
+_UNTRUSTED = CodeInfo("upstream_unavailable", False, "TLS certificate not trusted")
 _CLIENT_FAILURE = CodeInfo("upstream_error", False, "HTTP client error")
-# Failures before a connection exists: not one byte of the request can have left the process.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures before a connection to the server exists (connect errors and timeouts, a proxy that
+# refused the tunnel, a URL no request can be made for): not one byte can have reached it.
+_NOT_SENT = (
+    aiohttp.ClientConnectorError,  # DNS, refused, TLS handshake and certificate, proxy connect
+    aiohttp.ConnectionTimeoutError,  # a free slot and the connection, within the timeout
+    aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error
+    aiohttp.NonHttpUrlClientError,
+    aiohttp.InvalidUrlClientError,
+    SessionClosed,
+    ValueError,  # a URL that cannot be sent (aiohttp's InvalidURL is one)
+)
+
+
+class TransportFailure(Exception):
+    """The cause of a transport `UpstreamError`: the client's exception, by type and redacted
+    text. aiohttp's exceptions carry the request URL, which holds the IVH signature or the
+    Desk UserSig, so they are never chained themselves (a traceback would print them)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.kind = type(exc).__name__
+        self.sent = not isinstance(exc, _NOT_SENT)
+        super().__init__(f"{self.kind}: {redact_query(str(exc))[:300]}")
 
 
 @dataclass(kw_only=True)
@@ -83,20 +104,33 @@ def code_error(
     )
 
 
-def transport_error(exc: httpx.HTTPError, ctx: CallContext) -> UpstreamError:
-    """Map an httpx failure: timeout -> `timeout`, no connection -> `upstream_unavailable`."""
-    if isinstance(exc, httpx.TimeoutException):
-        return code_error(_TIMEOUT, ctx)
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return code_error(_BAD_SCHEME, ctx)
-    if isinstance(exc, httpx.TransportError):
-        return code_error(_UNREACHABLE, ctx)
-    return code_error(_CLIENT_FAILURE, ctx)
+def transport_error(exc: BaseException, ctx: CallContext) -> UpstreamError:
+    """Map a client failure: timeout -> `timeout`, no connection -> `upstream_unavailable`.
+
+    The error's cause is a `TransportFailure`, never `exc` itself (see there)."""
+    error = code_error(_transport_info(exc), ctx)
+    error.__cause__ = TransportFailure(exc)
+    return error
+
+
+def _transport_info(exc: BaseException) -> CodeInfo:
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts included
+        return _TIMEOUT
+    if isinstance(exc, aiohttp.NonHttpUrlClientError | aiohttp.InvalidUrlClientError):
+        return _BAD_SCHEME
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _UNTRUSTED
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return _UNREACHABLE
+    if isinstance(exc, aiohttp.ClientResponseError):  # a response that is not HTTP
+        return _UNREACHABLE
+    return _CLIENT_FAILURE
 
 
 def never_sent(exc: BaseException) -> bool:
     """Whether `exc` came from a request that cannot have reached the server."""
-    return isinstance(exc.__cause__, _NOT_SENT)
+    cause = exc.__cause__
+    return isinstance(cause, TransportFailure) and not cause.sent
 
 
 def outcome_unknown(exc: Exception) -> bool:
@@ -125,28 +159,17 @@ def scrub(text: object, secrets: Iterable[str], limit: int = 200) -> str:
 
 
 async def post(
-    http: httpx.AsyncClient,
-    ctx: CallContext,
-    url: str,
-    *,
-    content: bytes,
-    params: Mapping[str, str] | None = None,
-    auth: httpx.Auth | None = None,
+    http: HttpSession, ctx: CallContext, url: str, *, content: bytes, query: str = ""
 ) -> Reply:
     """POST `content` once; transport failures become `UpstreamError`s."""
     ctx.requests += 1
     try:
-        if isinstance(http, LeanClient) and (auth is None or isinstance(auth, IvhAuth)):
-            query = auth.query(params or {}) if auth else query_string(params or {})
-            status, raw = await http.post_bytes(url, query, content, JSON_HEADERS)
-            return Reply(status, _json_bytes(raw))
-        how = auth if auth is not None else httpx.USE_CLIENT_DEFAULT
-        response = await http.post(
-            url, content=content, headers=JSON_HEADERS, params=params, auth=how
-        )
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, ctx) from exc
-    return Reply(response.status_code, _json_bytes(response.content))
+        status, raw = await http.post(url, query, content, JSON_HEADERS)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        failure = transport_error(exc, ctx)
+    else:
+        return Reply(status, _json_bytes(raw))
+    raise failure  # outside the handler: aiohttp's exception is not even its context
 
 
 def check_reply(

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import click
-import httpx
 
 from bridge.cli.demo.monitor import Monitor
 from bridge.core.topics import Topics
@@ -114,9 +114,11 @@ class Kiosk:
     async def desk_reply(self) -> None:
         """Watch a contact-center session and stream a reply into it."""
         self.say("contact center: a customer session appears; watch it and stream a reply")
-        async with httpx.AsyncClient(base_url=self._admin_url, timeout=10) as admin:
-            created = await admin.post("/desk/sessions", json={"state": "chatbot"})
-            sid = str(created.json()["session_id"])
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=True) as admin:
+            url = self._admin_url.rstrip("/")
+            async with admin.post(f"{url}/desk/sessions", json={"state": "chatbot"}) as created:
+                sid = str((await created.json())["session_id"])
             await self.call("desk/watch", {"session_id": sid, "interval": 1.0})
             await self.until(f"desk/{sid}/state", lambda s: s.get("state") == "chatbot")
             mark = self._monitor.mark()
@@ -127,7 +129,8 @@ class Kiosk:
             await self.until(f"desk/{sid}/event", _is("stream_finished"), since=mark)
             await self.pause()
             self.say("an agent picks the session up")
-            await admin.post(f"/desk/sessions/{sid}/state", json={"state": "agent"})
+            async with admin.post(f"{url}/desk/sessions/{sid}/state", json={"state": "agent"}):
+                pass  # the state is set: the answer has nothing more to say
             await self.until(f"desk/{sid}/state", lambda s: s.get("state") == "agent")
             await self.call("desk/unwatch", {"session_id": sid})
         await self.pause()

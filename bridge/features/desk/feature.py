@@ -8,8 +8,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from bridge.core.actions import action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
@@ -19,6 +17,7 @@ from bridge.features.desk.streams import SessionStream
 from bridge.features.desk.watcher import DeskWatcher
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.models import DeskSessionState
+from bridge.tencent.session import HttpSession
 
 if TYPE_CHECKING:
     from bridge.features.deps import Deps
@@ -37,7 +36,7 @@ class DeskFeature:
     name = "desk"
     upstream = True
 
-    def __init__(self, *, deps: Deps, client: DeskClient, http: httpx.AsyncClient) -> None:
+    def __init__(self, *, deps: Deps, client: DeskClient, http: HttpSession) -> None:
         self._cfg = deps.settings.desk
         self._client = client
         self._http = http

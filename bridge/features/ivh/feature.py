@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
 from bridge.config import Settings
 from bridge.core.actions import Empty, action
 from bridge.core.condition import Condition
@@ -29,6 +27,7 @@ from bridge.features.ivh.tracker import SessionState, SessionTracker, state_of
 from bridge.features.ivh.utterances import Drive, Utterances
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.models import SessionInfo, SessionStat, status_name
+from bridge.tencent.session import HttpSession
 from bridge.tencent.signing import channel_url, default_channel_url
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ class IvhFeature:
     name = "ivh"
     upstream = True
 
-    def __init__(self, *, deps: Deps, client: IvhClient, http: httpx.AsyncClient) -> None:
+    def __init__(self, *, deps: Deps, client: IvhClient, http: HttpSession) -> None:
         self._cfg = deps.settings.ivh
         self._client = client
         self._http = http

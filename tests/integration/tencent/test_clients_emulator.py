@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from bridge.emulator import Emulator
@@ -19,6 +18,7 @@ from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.session import HttpSession
 from tests.support.cloud import Admin, emulator
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
@@ -38,7 +38,7 @@ class Cloud:
 
 @pytest.fixture
 async def cloud() -> AsyncIterator[Cloud]:
-    async with emulator() as emu, Admin(emu) as admin, httpx.AsyncClient(timeout=2) as http:
+    async with emulator() as emu, Admin(emu) as admin, HttpSession(timeout=2) as http:
         cfg = emu.config
         ivh = IvhClient(
             http,
@@ -113,7 +113,7 @@ async def test_ivh_5xx_burst_beyond_attempts_is_upstream_unavailable(cloud: Clou
 
 
 async def test_ivh_wrong_token_is_auth_failed(cloud: Cloud) -> None:
-    async with httpx.AsyncClient(timeout=2) as http:
+    async with HttpSession(timeout=2) as http:
         wrong = IvhClient(
             http, base_url=cloud.emu.base_url, appkey=cloud.emu.config.appkey,
             access_token="not-the-token", retry=FAST,
@@ -170,7 +170,7 @@ async def test_desk_stream_chunk_is_not_resent_after_a_timeout(cloud: Cloud) -> 
     sid = await cloud.admin.desk_session()
     await cloud.admin.fault("send_stream_msg", 1, latency_ms=600)  # applied, answered too late
     cfg = cloud.emu.config
-    async with httpx.AsyncClient(timeout=0.2) as http:
+    async with HttpSession(timeout=0.2) as http:
         impatient = DeskClient(
             http, base_url=cloud.emu.base_url, sdkappid=cfg.sdkappid,
             identifier=cfg.identifier, secret_key=cfg.secret_key, retry=FAST,

@@ -8,7 +8,6 @@ import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,23 +16,18 @@ from bridge.core.observe import CallRecord
 from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
-from bridge.tencent.lean import LeanTransport
 from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.session import HttpSession
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)
-TIMEOUT = httpx.Timeout(0.3)
-MakeHttp = Callable[[], httpx.AsyncClient]
+TIMEOUT = 0.3
+MakeHttp = Callable[[], HttpSession]
 
 
-@pytest.fixture(params=["httpx", "lean"])
-def make_http(request: pytest.FixtureRequest) -> MakeHttp:
-    """Clients on httpx's default transport and on the bridge's lean one: the same rules hold."""
-
-    def make() -> httpx.AsyncClient:
-        transport = LeanTransport() if request.param == "lean" else None
-        return httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
-
-    return make
+@pytest.fixture
+def make_http() -> MakeHttp:
+    """The bridge's session, as the composition root builds it, with a short timeout."""
+    return lambda: HttpSession(timeout=TIMEOUT)
 
 
 class Records(list[CallRecord]):
@@ -53,10 +47,11 @@ def _closed_port() -> int:
 
 class TinyServer:
     """An HTTP/1.1 server on port 0: counts requests, answers `reply` (JSON of a dict, bytes as
-    they are, or never, if None)."""
+    they are, or never, if None; `drop`: closes the connection once it has read the request)."""
 
-    def __init__(self, reply: dict[str, object] | bytes | None) -> None:
+    def __init__(self, reply: dict[str, object] | bytes | None, *, drop: bool = False) -> None:
         self.reply = reply
+        self.drop = drop
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -75,6 +70,8 @@ class TinyServer:
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         self.requests.append(head + await reader.readexactly(length))
+        if self.drop:
+            return
         if self.reply is None:
             await reader.read()  # silent: wait until the client gives up
             return
@@ -85,9 +82,11 @@ class TinyServer:
 
 
 @contextlib.asynccontextmanager
-async def serving(reply: dict[str, object] | bytes | None) -> AsyncIterator[tuple[TinyServer, str]]:
+async def serving(
+    reply: dict[str, object] | bytes | None, *, drop: bool = False
+) -> AsyncIterator[tuple[TinyServer, str]]:
     """Run a TinyServer; yield it and its base URL; close every connection on exit."""
-    tiny = TinyServer(reply)
+    tiny = TinyServer(reply, drop=drop)
     server = await asyncio.start_server(tiny.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -100,14 +99,14 @@ async def serving(reply: dict[str, object] | bytes | None) -> AsyncIterator[tupl
         await asyncio.sleep(0)
 
 
-def _desk(http: httpx.AsyncClient, base: str, records: Records) -> DeskClient:
+def _desk(http: HttpSession, base: str, records: Records) -> DeskClient:
     return DeskClient(
         http, base_url=base, sdkappid=1, identifier="admin", secret_key="k", retry=FAST,
         observer=records,
     )  # fmt: skip
 
 
-def _ivh(http: httpx.AsyncClient, base: str, records: Records) -> IvhClient:
+def _ivh(http: HttpSession, base: str, records: Records) -> IvhClient:
     return IvhClient(
         http, base_url=base, appkey="a", access_token="t", retry=FAST, observer=records
     )
@@ -152,6 +151,24 @@ async def test_an_idempotent_call_is_retried_when_the_server_is_silent(make_http
         client = _ivh(http, base, records)
         error = await _fails(lambda: client.stat_session("m1"))
     assert error.code == "timeout"
+    assert len(server.requests) == 3
+
+
+async def test_send_stream_msg_is_sent_once_when_the_server_drops_it(make_http: MakeHttp) -> None:
+    """Read, then the connection closed without an answer: it may have been applied."""
+    records = Records()
+    async with serving(None, drop=True) as (server, base), make_http() as http:
+        client = _desk(http, base, records)
+        error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
+    assert (error.code, error.retryable) == ("upstream_unavailable", True)
+    assert len(server.requests) == 1
+    assert [r.attempts for r in records] == [1]
+
+
+async def test_an_idempotent_call_is_retried_when_the_server_drops_it(make_http: MakeHttp) -> None:
+    async with serving(None, drop=True) as (server, base), make_http() as http:
+        error = await _fails(lambda: _ivh(http, base, Records()).stat_session("m1"))
+    assert error.code == "upstream_unavailable"
     assert len(server.requests) == 3
 
 
@@ -307,12 +324,12 @@ def test_any_reply_is_an_answer_or_an_upstream_error(
         reply = {"Header": {"Code": code}, "Payload": payload}
         async with (
             serving(reply) as (_, base),
-            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+            HttpSession(timeout=TIMEOUT) as http,
         ):
             await ivh_calls(_ivh(http, base, Records()))
         async with (
             serving(desk) as (_, base),
-            httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport()) as http,
+            HttpSession(timeout=TIMEOUT) as http,
         ):
             await desk_calls(_desk(http, base, Records()))
 

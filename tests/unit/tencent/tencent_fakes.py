@@ -1,4 +1,10 @@
-"""Scripted `httpx.MockTransport` handlers and real-shaped Tencent replies for client tests."""
+"""A scripted `HttpSession` and real-shaped Tencent replies for client tests.
+
+The script answers at the session's boundary, as aiohttp would: a status and a body, or one of
+aiohttp's own exceptions, built as aiohttp builds them (their texts hold the signed URL, as the
+real ones do). tests/integration/tencent/test_tencent_sockets.py makes the same failures
+happen over real sockets.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,23 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+from aiohttp.client_reqrep import ConnectionKey, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from bridge.core.observe import CallObserver, CallRecord
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.retry import RetryPolicy
+from bridge.tencent.session import HttpSession
 
 APPKEY = "e38267c0e86411ebb02aed82acb0ed99"
 TOKEN = "f68f2d10ae9e4604b76fb05cf46bccec"
@@ -27,7 +39,76 @@ IVH_BASE = "https://gw.tvs.qq.com"
 DESK_BASE = "https://console.tim.qq.com"
 FAST = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002, deadline=5.0)
 
-Step = Mapping[str, Any] | tuple[int, Any] | type[httpx.RequestError] | httpx.Response
+
+@dataclass(frozen=True)
+class Sent:
+    """One request as the session was asked to send it."""
+
+    url: URL
+    headers: CIMultiDictProxy[str]
+    content: bytes
+
+
+Failure = Callable[[Sent], BaseException]
+
+
+def _headers(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(headers))
+
+
+def _key(sent: Sent) -> ConnectionKey:
+    port = sent.url.port or 443
+    return ConnectionKey(sent.url.host or "", port, True, True, None, None, None)
+
+
+def refused(sent: Sent) -> BaseException:
+    """Connection refused: nothing sent."""
+    return aiohttp.ClientConnectorError(_key(sent), ConnectionRefusedError(111, "refused"))
+
+
+def connect_timeout(sent: Sent) -> BaseException:
+    """No connection (or free slot) in time: nothing sent. aiohttp's text names the URL."""
+    return aiohttp.ConnectionTimeoutError(f"Connection timeout to host {sent.url}")
+
+
+def read_timeout(sent: Sent) -> BaseException:
+    """Sent, no answer in time."""
+    return aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+
+
+def dropped(sent: Sent) -> BaseException:
+    """Sent, the server closed the connection without an answer."""
+    return aiohttp.ServerDisconnectedError()
+
+
+def reset(sent: Sent) -> BaseException:
+    """Sent, the connection was reset."""
+    return aiohttp.ClientOSError(104, "Connection reset by peer")
+
+
+def garbled(sent: Sent) -> BaseException:
+    """Sent, the answer is not HTTP. aiohttp's text names the URL."""
+    info = RequestInfo(sent.url, "POST", CIMultiDictProxy(CIMultiDict()), sent.url)
+    return aiohttp.ClientResponseError(info, (), status=400, message="Invalid constant string")
+
+
+def truncated(sent: Sent) -> BaseException:
+    """Sent, the body ended early (or did not decompress)."""
+    return aiohttp.ClientPayloadError("Response payload is not completed")
+
+
+def bad_scheme(sent: Sent) -> BaseException:
+    """A URL no request can be made for: nothing sent."""
+    return aiohttp.NonHttpUrlClientError(sent.url)
+
+
+def untrusted(sent: Sent) -> BaseException:
+    """The server's certificate did not verify: nothing sent."""
+    cert = ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+    return aiohttp.ClientConnectorCertificateError(_key(sent), cert)
+
+
+Step = Mapping[str, Any] | tuple[int, Any] | Failure
 
 
 def ivh_ok(payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -51,26 +132,35 @@ def desk_err(code: int, info: str = "error") -> dict[str, Any]:
     return {"ActionStatus": "FAIL", "ErrorInfo": info, "ErrorCode": code}
 
 
-class Script:
+class Script(HttpSession):
     """Answers requests with the scripted steps in order (the last one repeats)."""
 
     def __init__(self, *steps: Step) -> None:
+        super().__init__(timeout=1.0)
         self.steps = list(steps)
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Sent] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def post(
+        self, url: str, query: str, content: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """The next step's answer, or its exception."""
+        sent = await self._record(url, query, content, headers)
         step = self.steps[min(len(self.requests), len(self.steps)) - 1]
-        if isinstance(step, httpx.Response):
-            return step
-        if isinstance(step, type):
-            raise step("scripted failure", request=request)
+        if callable(step):
+            raise step(sent)
         if isinstance(step, tuple):
             status, body = step
-            if isinstance(body, str):
-                return httpx.Response(status, text=body)
-            return httpx.Response(status, json=body)
-        return httpx.Response(200, json=dict(step))
+            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            return status, raw
+        return 200, json.dumps(dict(step)).encode()
+
+    async def _record(
+        self, url: str, query: str, content: bytes, headers: Mapping[str, str]
+    ) -> Sent:
+        target = URL(f"{url}?{query}" if query else url, encoded=True)
+        sent = Sent(target, _headers(headers), content)
+        self.requests.append(sent)
+        return sent
 
     @property
     def calls(self) -> int:
@@ -89,17 +179,12 @@ class Records(list[CallRecord]):
         self.append(record)
 
 
-def http_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    """An AsyncClient answering through `handler`."""
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
 def ivh_client(
     script: Script, *, retry: RetryPolicy = FAST, observer: CallObserver | None = None
 ) -> IvhClient:
     """An IvhClient on `script`."""
     return IvhClient(
-        http_client(script),
+        script,
         base_url=IVH_BASE,
         appkey=APPKEY,
         access_token=TOKEN,
@@ -117,7 +202,7 @@ def desk_client(
 ) -> DeskClient:
     """A DeskClient on `script`."""
     return DeskClient(
-        http_client(script),
+        script,
         base_url=DESK_BASE,
         sdkappid=SDKAPPID,
         identifier=IDENTIFIER,

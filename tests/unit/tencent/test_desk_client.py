@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from bridge.errors import RequestError, UpstreamError
@@ -20,11 +19,18 @@ from tests.unit.tencent.tencent_fakes import (
     Script,
     Step,
     Ticker,
+    connect_timeout,
     decode_usersig,
     desk_client,
     desk_err,
     desk_ok,
+    dropped,
     expected_tls_sig,
+    garbled,
+    read_timeout,
+    refused,
+    reset,
+    truncated,
 )
 
 SID = "fd8a2e30-54de-4e40-bcaf-02718409c5cf"
@@ -120,8 +126,8 @@ async def test_code_maps_to_spec_error_and_retry_decision(
         ((404, ""), "upstream_error", False),
         ((200, "not json"), "upstream_error", False),
         ((200, {"ActionStatus": "FAIL", "ErrorCode": 0}), "upstream_error", False),
-        (httpx.ReadTimeout, "timeout", True),
-        (httpx.ConnectError, "upstream_unavailable", True),
+        (read_timeout, "timeout", True),
+        (refused, "upstream_unavailable", True),
     ],
 )
 async def test_http_failures_map_to_spec_errors(step: Step, code: str, retryable: bool) -> None:
@@ -151,7 +157,7 @@ async def test_the_query_carries_a_valid_usersig_and_a_fresh_random() -> None:
     randoms = set()
     for request in script.requests:
         assert request.url.path == "/v4/desk_http_svc/end_session"
-        params = dict(request.url.params)
+        params = dict(request.url.query)
         assert list(params) == ["sdkappid", "identifier", "usersig", "random", "contenttype"]
         assert (params["sdkappid"], params["identifier"]) == (str(SDKAPPID), IDENTIFIER)
         assert params["contenttype"] == "json"
@@ -162,7 +168,7 @@ async def test_the_query_carries_a_valid_usersig_and_a_fresh_random() -> None:
         assert document["TLS.expire"] == 86400
         assert document["TLS.sig"] == expected_tls_sig(document, SECRET_KEY)
     assert len(randoms) == 3
-    assert len({r.url.params["usersig"] for r in script.requests}) == 1  # cached
+    assert len({r.url.query["usersig"] for r in script.requests}) == 1  # cached
 
 
 async def test_get_session_state_by_session_id() -> None:
@@ -283,10 +289,11 @@ async def test_the_12_kb_limit_is_enforced_before_calling() -> None:
 @pytest.mark.parametrize(
     ("step", "code"),
     [
-        (httpx.ReadTimeout, "timeout"),
-        (httpx.WriteTimeout, "timeout"),
-        (httpx.ReadError, "upstream_unavailable"),
-        (httpx.RemoteProtocolError, "upstream_unavailable"),
+        (read_timeout, "timeout"),
+        (dropped, "upstream_unavailable"),
+        (reset, "upstream_unavailable"),
+        (garbled, "upstream_unavailable"),
+        (truncated, "upstream_unavailable"),
         ((503, ""), "upstream_unavailable"),
         ((502, "<html/>"), "upstream_unavailable"),
         ((429, ""), "rate_limited"),
@@ -305,9 +312,8 @@ async def test_send_stream_msg_is_not_retried_when_it_may_have_applied(
 @pytest.mark.parametrize(
     "first",
     [
-        httpx.ConnectError,
-        httpx.ConnectTimeout,
-        httpx.PoolTimeout,
+        refused,
+        connect_timeout,
         desk_err(141002),
         desk_err(20004),
         desk_err(60007),
@@ -337,7 +343,7 @@ async def test_70001_regenerates_the_usersig_once_then_retries() -> None:
     client = desk_client(script, clock=Ticker(), observer=records)
     state = await client.get_session_state(session_id=SID)
     assert state.state == "agent"
-    first, second = (r.url.params["usersig"] for r in script.requests)
+    first, second = (r.url.query["usersig"] for r in script.requests)
     assert first != second
     assert decode_usersig(second)["TLS.time"] > decode_usersig(first)["TLS.time"]
     assert [(r.outcome, r.attempts, r.retries) for r in records] == [("ok", 2, 1)]
@@ -369,7 +375,7 @@ async def test_a_fresh_call_may_regenerate_again() -> None:
     client = desk_client(script, clock=Ticker())
     await client.end_session(SID)
     await client.end_session(SID)
-    assert len({r.url.params["usersig"] for r in script.requests}) == 3
+    assert len({r.url.query["usersig"] for r in script.requests}) == 3
 
 
 async def test_70050_is_not_retried_within_a_short_deadline() -> None:
@@ -381,7 +387,7 @@ async def test_70050_is_not_retried_within_a_short_deadline() -> None:
 
 
 async def test_end_session_after_a_timeout_treats_not_found_as_success() -> None:
-    script = Script(httpx.ReadTimeout, desk_err(141005))
+    script = Script(read_timeout, desk_err(141005))
     await desk_client(script).end_session(SID)
     assert script.calls == 2
     assert script.body() == {"SessionId": SID}
