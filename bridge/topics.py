@@ -21,6 +21,8 @@ SHORTHANDS: dict[str, dict[str, str]] = {
         "stream": "desk/send_stream",
         "get": "desk/get_session_state",
         "watch": "desk/watch",
+        "transfer": "desk/transfer_to_human",
+        "end": "desk/end_session",
     },
 }
 

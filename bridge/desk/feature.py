@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from bridge.actions import action
 from bridge.app import http_client, retry_policy
+from bridge.desk import handover
+from bridge.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.desk.streams import SessionStream
 from bridge.desk.watcher import DeskWatcher
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 StateKey = tuple[str, str | None, str | None]
+T = TypeVar("T")
 
 
 class DeskFeature:
@@ -184,6 +188,37 @@ class DeskFeature:
         """Stop polling a session's state."""
         was = self._watcher.unwatch(payload.session_id)
         return {"session_id": payload.session_id, "watching": False, "was_watching": was}
+
+    # -- handover and history (docs/protocol.md B.5) -------------------------------------------
+    @action("desk/transfer_to_human")
+    async def transfer_to_human(self, payload: TransferToHuman) -> dict[str, Any]:
+        """Hand the customer to a human agent; answers with the agent when one was assigned."""
+        return await self._guarded(payload.session_id, handover.transfer(self._client, payload))
+
+    @action("desk/end_session")
+    async def end_session(self, payload: EndSession) -> dict[str, Any]:
+        """End a session that was transferred to a human; its state becomes `ended`."""
+        await self._guarded(payload.session_id, self._client.end_session(payload.session_id))
+        self._ended(payload.session_id)
+        return {"session_id": payload.session_id, "ended": True}
+
+    @action("desk/get_messages")
+    async def get_messages(self, payload: GetMessages) -> dict[str, Any]:
+        """One page of a session's chat history, roles named, times in ISO 8601."""
+        return await self._guarded(payload.session_id, handover.messages(self._client, payload))
+
+    async def _guarded(self, sid: str, call: Awaitable[T]) -> T:
+        """As for state queries: 141005 publishes the retained `ended` state, then fails."""
+        try:
+            result = await call
+        except UpstreamError as exc:
+            if exc.code == "session_not_found":
+                self._ended(sid)
+            else:
+                self._failed(exc)
+            raise
+        self._ok()
+        return result
 
     # -- streams ------------------------------------------------------------------------------
     @action("desk/send_stream", reply="when_asked")
