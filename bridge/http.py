@@ -31,6 +31,8 @@ def http_app(app: App) -> Starlette:
         return PlainTextResponse(app.metrics.render(), media_type="text/plain; version=0.0.4")
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    for feature in app.features:  # e.g. the Desk callback on its secret path (SPEC 3.10)
+        routes.extend(getattr(feature, "http_routes", list)())
     return Starlette(routes=routes)
 
 

@@ -14,6 +14,7 @@ import httpx
 from bridge.actions import action
 from bridge.app import http_client, retry_policy
 from bridge.desk import handover
+from bridge.desk.callbacks import CallbackReceiver, Notification
 from bridge.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.desk.streams import SessionStream
@@ -22,6 +23,7 @@ from bridge.envelope import dumps, now_iso
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.models import DeskSessionState
+from bridge.topics import valid_session_id
 
 if TYPE_CHECKING:
     from bridge.app import Deps
@@ -56,6 +58,9 @@ class DeskFeature:
             self._watcher.watch(sid)
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
+        self._callbacks: CallbackReceiver | None = None
+        if self._cfg.callback_path and self._cfg.sdkappid is not None:
+            self._callbacks = CallbackReceiver(sdkappid=self._cfg.sdkappid, on_event=self._notified)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -64,6 +69,8 @@ class DeskFeature:
             self._tg = tg
             self._watching = tg.create_task(self._watcher.run(), name="desk-watch")
             tg.create_task(self._idle_loop(), name="desk-stream-idle")
+            if self._callbacks is not None:
+                tg.create_task(self._callbacks.run(), name="desk-callbacks")
             for stream in self._streams.values():
                 self._kick(stream)
 
@@ -85,7 +92,36 @@ class DeskFeature:
             "polls": self._watcher.polls,
             "open_streams": sum(1 for s in self._streams.values() if s.open),
             "stream_queue_depth": sum(s.depth for s in self._streams.values()),
+            "callbacks": self._callback_status(),
         }
+
+    def _callback_status(self) -> dict[str, Any] | None:
+        if self._callbacks is None:
+            return None
+        return {**self._callbacks.counts, "queue_depth": self._callbacks.depth}
+
+    # -- session event callback (SPEC 3.10; docs/protocol.md B.6) ----------------------------
+    def http_routes(self) -> list[Any]:
+        """The callback route on its secret path, when `desk.callback` is set."""
+        if self._callbacks is None:
+            return []
+        return [self._callbacks.route(self._cfg.callback_path)]
+
+    def _notified(self, note: Notification) -> None:
+        """Publish one accepted notification, then move the state it implies."""
+        sid = note.session_id
+        if not valid_session_id(sid):
+            log.warning("desk callback: a SessionId that is no valid session id was skipped")
+            return
+        self._emitter.emit("desk", sid, note.event_type, note.data)
+        if note.state == "ended":
+            self._ended(sid)
+        elif note.state is not None:
+            agent = note.agent_id if note.state == "agent" else None
+            state = DeskSessionState(
+                session_id=sid, state=note.state, raw_state=None, agent_id=agent
+            )
+            self._publish_state(state)
 
     def _ok(self) -> None:
         self._reachable, self._last_error = True, None
@@ -137,7 +173,10 @@ class DeskFeature:
             return body
         key: StateKey = (state.state, state.raw_state, state.agent_id)
         before = self._states.get(sid)
-        if before != key:
+        if _same_change(before, key):
+            # A callback (no upstream spelling) and a poll saw the same change: publish it once.
+            self._states[sid] = key if key[1] is not None else before  # type: ignore[assignment]
+        elif before != key:
             self._states[sid] = key
             self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
             self._emitter.emit(
@@ -264,6 +303,13 @@ class DeskFeature:
                         self._kick(stream)
                 elif not stream.open and not stream.depth and stream.last_activity < limit:
                     del self._streams[stream.session_id]  # forget quiet sessions
+
+
+def _same_change(before: StateKey | None, key: StateKey) -> bool:
+    """Same state and agent, one of the two without an upstream spelling (from a callback)."""
+    if before is None or None not in (before[1], key[1]):
+        return False
+    return before[0] == key[0] and before[2] == key[2]
 
 
 def build_desk(deps: Deps) -> DeskFeature | None:

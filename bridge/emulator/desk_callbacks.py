@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -80,10 +81,34 @@ def _state_event(before: str | None, after: str) -> str:
     return EVENTS["other_state"]
 
 
+class _HidePaths(logging.Filter):
+    """httpx logs every request's URL at INFO; a callback path is a secret, so it is replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drops a record."""
+        if self.paths:
+            message = record.getMessage()
+            hidden = message
+            for path in self.paths:
+                hidden = hidden.replace(path, "/<callback path>")
+            if hidden != message:
+                record.msg, record.args = hidden, None
+        return True
+
+
+_HIDE = _HidePaths()
+logging.getLogger("httpx").addFilter(_HIDE)
+
+
 class CallbackSender:
     """Delivers B.6 notifications for one emulator."""
 
     def __init__(self, *, url: str, sdkappid: int, spawn: Spawn, wall: Callable[[], float]) -> None:
+        self._url = ""
         self.url = url
         self.rules = DeliveryRules()
         self._sdkappid = sdkappid
@@ -94,6 +119,18 @@ class CallbackSender:
         self._last_agent: dict[str, str] = {}
         self.log: deque[dict[str, Any]] = deque(maxlen=1000)
         self.counts = {"sent": 0, "acked": 0, "retries": 0, "dropped": 0, "failed": 0}
+
+    @property
+    def url(self) -> str:
+        """Where notifications go ("" for nowhere)."""
+        return self._url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        path = urlsplit(value).path
+        if len(path) > 1:
+            _HIDE.paths.add(path)
+        self._url = value
 
     def observe(self, change: DeskChange) -> None:
         """A registry observer: one notification per change, when a URL is set."""
