@@ -125,11 +125,14 @@ class App:
             services=self.services,
             settle=max(1.0, 3 * self.settings.ivh.poll_interval),
         )
+        from bridge.desk.feature import DeskFeature
         from bridge.ivh.feature import IvhFeature
 
         for feature in self.features:
             if isinstance(feature, IvhFeature):
                 feature.on_transition(ha.session_changed)
+            if isinstance(feature, DeskFeature):
+                feature.on_watch(ha.desk_watched)
         return ha
 
     def _build_features(self) -> list[Feature]:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -59,6 +59,7 @@ class DeskFeature:
         self._reachable = True
         self._last_error: dict[str, Any] | None = None
         self._callbacks: CallbackReceiver | None = None
+        self._watch_hooks: list[Callable[[str, bool], None]] = []
         if self._cfg.callback_path and self._cfg.sdkappid is not None:
             self._callbacks = CallbackReceiver(sdkappid=self._cfg.sdkappid, on_event=self._notified)
 
@@ -189,9 +190,20 @@ class DeskFeature:
             )
         return body
 
+    def on_watch(self, hook: Callable[[str, bool], None]) -> None:
+        """Call `hook(session_id, watched)` now for every watched session, then on each change."""
+        self._watch_hooks.append(hook)
+        for sid in self._watcher.watched:
+            hook(sid, True)
+
+    def _watch_changed(self, sid: str, watched: bool) -> None:
+        for hook in self._watch_hooks:
+            hook(sid, watched)
+
     def _ended(self, sid: str) -> None:
         """Error 141005: the session no longer exists (SPEC 2.3): `ended`, event, watch stops."""
-        self._watcher.unwatch(sid)
+        if self._watcher.unwatch(sid):
+            self._watch_changed(sid, False)
         if self._states.get(sid, ("",))[0] == "ended":
             return
         before = self._states.get(sid)
@@ -220,12 +232,15 @@ class DeskFeature:
         if payload.stop:
             return await self.unwatch(Unwatch(session_id=payload.session_id))
         every = self._watcher.watch(payload.session_id, payload.interval)
+        self._watch_changed(payload.session_id, True)
         return {"session_id": payload.session_id, "watching": True, "interval": every}
 
     @action("desk/unwatch")
     async def unwatch(self, payload: Unwatch) -> dict[str, Any]:
         """Stop polling a session's state."""
         was = self._watcher.unwatch(payload.session_id)
+        if was:
+            self._watch_changed(payload.session_id, False)
         return {"session_id": payload.session_id, "watching": False, "was_watching": was}
 
     # -- handover and history (docs/protocol.md B.5) -------------------------------------------
