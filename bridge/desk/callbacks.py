@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from bridge.tencent.desk_handover import iso_ms, message_text
 from bridge.tencent.models import DeskState
+from bridge.topics import valid_session_id
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,11 @@ def snake_keys(value: Any) -> Any:
 
 
 def notification(body: Mapping[str, Any]) -> Notification | None:
-    """The event a B.6 body stands for; None without a usable SessionId."""
+    """The event a B.6 body stands for; None without a valid SessionId."""
     sid = body.get("SessionId")
-    if not isinstance(sid, str) or not sid:
-        return None
+    if not valid_session_id(sid):
+        return None  # it could not name a topic (SPEC 2): refused, never published half-way
+    assert isinstance(sid, str)
     name = body.get("Event")
     name = name if isinstance(name, str) else ""
     event_type = EVENT_TYPES.get(name.lower(), "callback")
@@ -165,7 +167,7 @@ class CallbackReceiver:
         if note is None:
             self.counts["refused"] += 1
             log.warning("desk callback refused (400): body is not a B.6 notification")
-            return 400, _fail(400, "body must be a JSON object with a SessionId")
+            return 400, _fail(400, "body must be a JSON object with a valid SessionId")
         return self._queued(query.get("RequestID") or _digest(raw), note)
 
     def _refusal(
@@ -206,6 +208,8 @@ class CallbackReceiver:
                     await result
             except Exception:
                 log.exception("desk callback: publishing a %s event failed", note.event_type)
+            # Queue.get does not yield while items wait: let answers to new POSTs go first.
+            await asyncio.sleep(0)
 
     def route(self, path: str) -> Route:
         """The Starlette route on the secret path."""

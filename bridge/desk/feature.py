@@ -23,7 +23,6 @@ from bridge.envelope import dumps, now_iso
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.models import DeskSessionState
-from bridge.topics import valid_session_id
 
 if TYPE_CHECKING:
     from bridge.app import Deps
@@ -111,9 +110,6 @@ class DeskFeature:
     def _notified(self, note: Notification) -> None:
         """Publish one accepted notification, then move the state it implies."""
         sid = note.session_id
-        if not valid_session_id(sid):
-            log.warning("desk callback: a SessionId that is no valid session id was skipped")
-            return
         self._emitter.emit("desk", sid, note.event_type, note.data)
         if note.state == "ended":
             self._ended(sid)

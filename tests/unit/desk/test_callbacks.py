@@ -83,6 +83,8 @@ def test_event_names_and_implied_states(event: str, kind: str, state: str | None
 def test_a_body_without_session_is_not_a_notification() -> None:
     assert notification({"Event": "SessionBegin"}) is None
     assert notification({"SessionId": "", "Event": "SessionBegin"}) is None
+    assert notification({"SessionId": "a/b", "Event": "SessionBegin"}) is None  # no topic
+    assert notification({"SessionId": 7, "Event": "SessionBegin"}) is None
 
 
 def test_recent_ids_are_bounded() -> None:
