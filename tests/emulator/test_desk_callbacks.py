@@ -132,3 +132,18 @@ def test_transfer_bodies_are_checked() -> None:
         {"SessionId": "s", "AgentIdList": ["a"], "EndSessionWhenNoMemberOnline": 1}
     )
     assert ask.agent_ids == ["a"] and ask.end_if_no_agent
+
+
+async def test_a_delayed_delivery_arrives_after_later_ones(
+    make_emulator: EmulatorFactory, receiver: Receiver
+) -> None:
+    async with make_emulator() as emu, httpx.AsyncClient(base_url=emu.base_url) as http:
+        url = f"http://127.0.0.1:{receiver.port}/hook"
+        rules = {"url": url, "delay_ms": 300, "delay_count": 1}
+        await http.post("/emulator/desk/callback", json=rules)
+        await http.post("/emulator/desk/sessions", json={"session_id": "s1"})  # delayed
+        await http.post("/emulator/desk/sessions/s1/chat", json={"role": "user", "text": "hi"})
+        await _wait(lambda: len(receiver.got) == 1)
+        assert receiver.got[0][1]["Event"] == "ChatBot.UserSendMsg"
+        await _wait(lambda: len(receiver.got) == 2)
+    assert receiver.got[1][1]["Event"] == "SessionBegin"
