@@ -159,3 +159,13 @@ def test_a_bad_callback_path_is_refused_naming_the_key(tmp_path: Any, bad: str) 
         load_settings(config)
     assert any(p.startswith("desk.callback") for p in err.value.problems)
     assert bad not in str(err.value) or bad == "/healthz"  # the value is never echoed
+
+
+def test_the_emulator_and_the_bridge_name_events_alike() -> None:
+    """Every name the emulator sends is one the bridge types, except its generic state move."""
+    from bridge.emulator.desk_callbacks import EVENTS
+
+    for key, name in EVENTS.items():
+        note = notification({"SessionId": "s", "Event": name})
+        assert note is not None
+        assert (note.event_type == "callback") == (key == "other_state"), (key, name)
