@@ -15,13 +15,13 @@ import asyncio
 import json
 import secrets
 import socket
+import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-
-import httpx
 
 from bench.loadgen import paced
 from bench.stack import Stack, stack
@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     """Callback and polling latency at RATE/s, then a burst of BURST notifications."""
-    count = 400 if quick else 2000
+    count = 400 if quick else 1000
     port, path = _free_port(), f"/desk/callback/{secrets.token_urlsafe(24)}"
     settings = {
         "TENCENT2MQTT_HTTP__LISTEN": f"127.0.0.1:{port}",
@@ -54,14 +54,14 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         s.mqtt.on_message = events.arrived
         await s.mqtt.client.subscribe(f"{s.base}/desk/+/event", qos=1)
         url = f"http://127.0.0.1:{port}{path}"
-        limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
-        async with httpx.AsyncClient(timeout=10, limits=limits) as http:
-            sdkappid = str(s.emulator.info["sdkappid"])
-            post = Poster(http, url, sdkappid)
-            callback = await _callback_path(post, events, count)
-            polling = await _polling_path(s, events, count)
-            burst = await _burst(url, sdkappid, events, spread_s=0.0)
-            spread = await _burst(url, sdkappid, events, spread_s=1.0)
+        sdkappid = str(s.emulator.info["sdkappid"])
+        _say("callback path")
+        callback = await _callback_path(url, sdkappid, events, count)
+        _say("polling path")
+        polling = await _polling_path(s, events, count)
+        _say("bursts")
+        burst = await _burst(url, sdkappid, events, spread_s=0.0)
+        spread = await _burst(url, sdkappid, events, spread_s=1.0)
     return {
         "rate_per_s": RATE,
         "changes": count,
@@ -72,6 +72,10 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         "burst_over_1s": spread,
         "target": {"burst_answer_max_ms": 100.0, "burst_lost": 0},
     }
+
+
+def _say(phase: str) -> None:
+    print(f"bench: desk_callback: {phase}", file=sys.stderr, flush=True)
 
 
 class Events:
@@ -96,57 +100,22 @@ class Events:
             await asyncio.sleep(0.02)
 
 
-class Poster:
-    """POSTs notifications as Tencent would, timing each answer."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, sdkappid: str) -> None:
-        self._http, self._url, self._sdkappid = http, url, sdkappid
-        self.sent: dict[str, float] = {}
-        self.answers: list[float] = []
-        self.not_ok = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def fire(self, sid: str, event: str, **extra: Any) -> None:
-        """Start one POST now."""
-        task = asyncio.create_task(self._post(sid, event, extra))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _post(self, sid: str, event: str, extra: dict[str, Any]) -> None:
-        params = {"SdkAppid": self._sdkappid, "CallbackCommand": COMMAND, "contenttype": "json"}
-        params["RequestID"] = uuid.uuid4().hex
-        body = {"CallbackCommand": COMMAND, "SessionId": sid, "Event": event, **extra}
-        body["EventTime"] = int(time.time() * 1000)
-        start = self.sent[sid] = time.perf_counter()
-        answer = await self._http.post(self._url, params=params, json=body)
-        self.answers.append(time.perf_counter() - start)
-        if answer.status_code != 200 or answer.json().get("ActionStatus") != "OK":
-            self.not_ok += 1
-
-    async def drain(self) -> None:
-        """Wait for every POST in flight."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def reset(self) -> None:
-        """Start a new phase."""
-        self.sent, self.answers, self.not_ok = {}, [], 0
-
-
-async def _callback_path(post: Poster, events: Events, count: int) -> dict[str, Any]:
+async def _callback_path(url: str, sdkappid: str, events: Events, count: int) -> dict[str, Any]:
+    """`Transfer.Start` for `count` sessions at RATE/s: POST -> answer, POST -> MQTT event."""
     sids = [f"cb-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)]
-    await paced(RATE, count, lambda i: post.fire(sids[i], "Transfer.Start"))
-    await post.drain()
+    sent = await _fire(url, sdkappid, sids, "Transfer.Start", spread_s=count / RATE)
     keys = [(sid, "transfer_started") for sid in sids]
     await events.wait(keys, timeout=30)
-    latencies = [events.first[k] - post.sent[k[0]] for k in keys if k in events.first]
-    result: dict[str, Any] = {"event": summary(latencies), "answer": summary(post.answers)}
-    result["lost"], result["not_ok"] = count - len(latencies), post.not_ok
-    post.reset()
+    latencies = [events.first[k] - sent.at[k[0]] for k in keys if k in events.first]
+    result: dict[str, Any] = {"event": summary(latencies), "answer": summary(sent.answers)}
+    result["lost"], result["not_ok"] = count - len(latencies), sent.not_ok
     return result
 
 
 async def _polling_path(s: Stack, events: Events, count: int) -> dict[str, Any]:
-    sids = [await _watched(s) for _ in range(count)]
+    sids: list[str] = []
+    for _ in range(0, count, 50):  # the setup, 50 at a time
+        sids += await asyncio.gather(*(_watched(s) for _ in range(min(50, count - len(sids)))))
     await events.wait([(sid, "state_changed") for sid in sids], timeout=3 * POLL_INTERVAL + 30)
     events.first = {k: v for k, v in events.first.items() if k[1] != "state_changed"}
     changed: dict[str, float] = {}
@@ -171,37 +140,54 @@ async def _watched(s: Stack) -> str:
     return sid
 
 
-async def _burst(url: str, sdkappid: str, events: Events, *, spread_s: float) -> dict[str, Any]:
-    """BURST connections opened first (not timed), then the requests written at once (or spread
-    evenly over `spread_s`); each answer is timed from its own write, so the figure is the
-    bridge's, not a client pool's."""
-    sids = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(BURST)]
+@dataclass
+class Sent:
+    """When each notification was written, how long each answer took, how many were not OK."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    answers: list[float] = field(default_factory=list)
+    not_ok: int = 0
+
+
+async def _fire(url: str, sdkappid: str, sids: list[str], event: str, *, spread_s: float) -> Sent:
+    """One connection per notification, opened first (not timed); the requests written at once
+    or spread evenly over `spread_s`; each answer timed from its own write, so the figure is
+    the bridge's, not a client pool's."""
     parts = urlsplit(url)
     conns = [await asyncio.open_connection(parts.hostname, parts.port) for _ in sids]
-    requests = [_raw_post(parts.path, sdkappid, sid) for sid in sids]
-    start = time.perf_counter()
-    timed = [
-        _answer(conn, req, at=start + i * spread_s / BURST)
-        for i, (conn, req) in enumerate(zip(conns, requests, strict=True))
-    ]
-    answers = await asyncio.gather(*timed)
+    sent, start = Sent(), time.perf_counter()
+
+    async def one(i: int, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        await asyncio.sleep(max(0.0, start + i * spread_s / len(sids) - time.perf_counter()))
+        sent.at[sids[i]] = time.perf_counter()
+        elapsed, ok = await _answer(conn, _raw_post(parts.path, sdkappid, sids[i], event))
+        sent.answers.append(elapsed)
+        sent.not_ok += 0 if ok else 1
+
+    await asyncio.gather(*(one(i, conn) for i, conn in enumerate(conns)))
+    return sent
+
+
+async def _burst(url: str, sdkappid: str, events: Events, *, spread_s: float) -> dict[str, Any]:
+    """BURST user messages at once (or over `spread_s`) -> BURST `user_message` events."""
+    sids = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(BURST)]
+    sent = await _fire(url, sdkappid, sids, "ChatBot.UserSendMsg", spread_s=spread_s)
     keys = [(sid, "user_message") for sid in sids]
     await events.wait(keys, timeout=30)
     published = sum(1 for k in keys if k in events.first)
-    not_ok = sum(1 for _, ok in answers if not ok)
     result: dict[str, Any] = {"sent": BURST, "spread_s": spread_s, "events": published}
     result["lost"] = BURST - published
-    result.update(answer=summary([t for t, _ in answers]), not_ok=not_ok)
+    result.update(answer=summary(sent.answers), not_ok=sent.not_ok)
     return result
 
 
-def _raw_post(path: str, sdkappid: str, sid: str) -> bytes:
+def _raw_post(path: str, sdkappid: str, sid: str, event: str) -> bytes:
     query = urlencode(
         {"SdkAppid": sdkappid, "CallbackCommand": COMMAND, "contenttype": "json"}
         | {"RequestID": uuid.uuid4().hex}
     )
     text = {"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello"}}
-    body = {"CallbackCommand": COMMAND, "SessionId": sid, "Event": "ChatBot.UserSendMsg"}
+    body = {"CallbackCommand": COMMAND, "SessionId": sid, "Event": event}
     raw = json.dumps({**body, "MsgBody": [text], "EventTime": int(time.time() * 1000)}).encode()
     head = f"POST {path}?{query} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {len(raw)}\r\nConnection: close\r\n\r\n"
@@ -209,10 +195,9 @@ def _raw_post(path: str, sdkappid: str, sid: str) -> bytes:
 
 
 async def _answer(
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes, *, at: float
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
 ) -> tuple[float, bool]:
     reader, writer = conn
-    await asyncio.sleep(max(0.0, at - time.perf_counter()))
     start = time.perf_counter()
     writer.write(request)
     status = await reader.readline()
