@@ -216,3 +216,30 @@ async def test_refusals(hooked: tuple[World, str]) -> None:
         assert path not in answer.text
     await asyncio.sleep(0.2)
     assert len(w.probe.on(f"desk/{sid}/event")) == before
+
+
+async def test_a_burst_of_1000_callbacks_gives_1000_events(hooked: tuple[World, str]) -> None:
+    """None lost (the answer times are a benchmark figure: bench/desk_callback.py)."""
+    w, url = hooked
+    query = {"SdkAppid": str(w.emu.config.sdkappid), "CallbackCommand": "Desk.SessionEventNotify"}
+    text = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "burst"}}]
+
+    async def post(http: httpx.AsyncClient, i: int) -> int:
+        body = {"SessionId": f"burst-{i}", "Event": "ChatBot.UserSendMsg", "MsgBody": text}
+        answer = await http.post(url, params={**query, "RequestID": f"r{i}"}, json=body)
+        return answer.status_code
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        codes = await asyncio.gather(*(post(http, i) for i in range(1000)))
+    assert set(codes) == {200}
+
+    def count() -> int:
+        return sum(
+            1 for m in w.probe.messages if m.topic.endswith("/event") and b"burst" in m.payload
+        )
+
+    async with asyncio.timeout(30):
+        while count() < 1000:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
+    assert count() == 1000
