@@ -119,10 +119,12 @@ async def _polling_path(s: Stack, events: Events, count: int) -> dict[str, Any]:
     await events.wait([(sid, "state_changed") for sid in sids], timeout=3 * POLL_INTERVAL + 30)
     events.first = {k: v for k, v in events.first.items() if k[1] != "state_changed"}
     changed: dict[str, float] = {}
+    room = asyncio.Semaphore(20)  # the admin client's pool must not starve on a slow host
 
     async def move(sid: str) -> None:
-        changed[sid] = time.perf_counter()
-        await s.admin.call("POST", f"/desk/sessions/{sid}/state", {"state": "queuing"})
+        async with room:
+            changed[sid] = time.perf_counter()
+            await s.admin.call("POST", f"/desk/sessions/{sid}/state", {"state": "queuing"})
 
     tasks: set[asyncio.Task[None]] = set()
     await paced(RATE, count, lambda i: tasks.add(asyncio.create_task(move(sids[i]))))

@@ -15,6 +15,8 @@ import pytest
 from tests.support.broker import Broker
 from tests.support.world import World, world_of
 
+BURST = 300
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -218,8 +220,8 @@ async def test_refusals(hooked: tuple[World, str]) -> None:
     assert len(w.probe.on(f"desk/{sid}/event")) == before
 
 
-async def test_a_burst_of_1000_callbacks_gives_1000_events(hooked: tuple[World, str]) -> None:
-    """None lost (the answer times are a benchmark figure: bench/desk_callback.py)."""
+async def test_a_burst_of_callbacks_loses_none(hooked: tuple[World, str]) -> None:
+    """300 at once, none lost (1,000 and the answer times: bench/desk_callback.py)."""
     w, url = hooked
     query = {"SdkAppid": str(w.emu.config.sdkappid), "CallbackCommand": "Desk.SessionEventNotify"}
     text = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "burst"}}]
@@ -230,7 +232,7 @@ async def test_a_burst_of_1000_callbacks_gives_1000_events(hooked: tuple[World, 
         return answer.status_code
 
     async with httpx.AsyncClient(timeout=30) as http:
-        codes = await asyncio.gather(*(post(http, i) for i in range(1000)))
+        codes = await asyncio.gather(*(post(http, i) for i in range(BURST)))
     assert set(codes) == {200}
 
     def count() -> int:
@@ -239,7 +241,7 @@ async def test_a_burst_of_1000_callbacks_gives_1000_events(hooked: tuple[World, 
         )
 
     async with asyncio.timeout(30):
-        while count() < 1000:
+        while count() < BURST:
             await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)
-    assert count() == 1000
+    assert count() == BURST
