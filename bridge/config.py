@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ WEEK = 7 * 86400.0
 # Durations are bounded: sockets and timers refuse larger timeouts (OverflowError at run time).
 Seconds = Annotated[float, Field(gt=0, le=WEEK)]
 SecondsOrZero = Annotated[float, Field(ge=0, le=WEEK)]
+_CALLBACK_PATH = re.compile(r"/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 
 
 class Section(BaseModel):
@@ -259,6 +261,24 @@ class DeskConfig(Section):
     rate_limit: PositiveFloat = 20.0
     stream_idle_timeout: Seconds = 60.0
     stream_queue_size: PositiveInt = 10000
+    # The path Tencent POSTs session events to (SPEC 3.10): a secret, as its random part is all
+    # that keeps others from posting events.
+    callback: SecretStr = SecretStr("")
+
+    @field_validator("callback")
+    @classmethod
+    def _check_callback(cls, value: SecretStr) -> SecretStr:
+        path = value.get_secret_value()
+        if path and not _CALLBACK_PATH.fullmatch(path):
+            raise ValueError("must be a path like /desk/callback/<long random part>")
+        if path in ("/healthz", "/readyz", "/metrics"):
+            raise ValueError("must not be one of the endpoint's own paths")
+        return value
+
+    @property
+    def callback_path(self) -> str:
+        """The callback path, "" when unset."""
+        return self.callback.get_secret_value()
 
     @field_validator("base_url")
     @classmethod
@@ -384,7 +404,12 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for log redaction."""
-        found = [self.mqtt.password, self.ivh.access_token, self.desk.secret_key]
+        found = [
+            self.mqtt.password,
+            self.ivh.access_token,
+            self.desk.secret_key,
+            self.desk.callback,
+        ]
         return [s.get_secret_value() for s in found if s and s.get_secret_value()]
 
     def redacted(self) -> dict[str, Any]:
@@ -445,6 +470,11 @@ def config_warnings(settings: Settings) -> list[str]:
     ):
         if value < 1:
             warnings.append(f"{key} = {value}: below 1 s, expect rate limiting upstream")
+    if settings.desk.callback_path and not settings.http.listen:
+        warnings.append(
+            "desk.callback is set but http.listen is not: nothing receives Tencent's session "
+            "events (set http.listen and expose the path through a TLS reverse proxy)"
+        )
     if settings.ivh.channel.text_interval < 1:
         warnings.append(
             "ivh.channel.text_interval below 1 s: Tencent requires more than 1 s between texts"

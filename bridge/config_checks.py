@@ -10,7 +10,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from bridge.core.topics import valid_session_id
+from bridge.ids import valid_session_id
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 SESSION_ID_RULE = "1-128 letters, digits or ._:@- starting with a letter or digit"

@@ -90,7 +90,13 @@ def _session_topics(t: Topics) -> list[TopicDoc]:
         _out("ivh_channel", t.ivh_channel(SID), "state", "Its command channel.", retained=True),
         _out("ivh_event", t.event("ivh", SID), "event", "IVH session events.", retained=False),
         _out("desk_state", t.desk_state(SID), "state", "A Desk session's state.", retained=True),
-        _out("desk_event", t.event("desk", SID), "event", "Desk session events.", retained=False),
+        _out(
+            "desk_event",
+            t.event("desk", SID),
+            "event",
+            "Desk session events, polled and from Tencent's callback.",
+            retained=False,
+        ),
     ]
     for service, leaves in SHORTHANDS.items():
         for leaf, action in leaves.items():

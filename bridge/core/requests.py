@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from bridge.core import jsontext
 from bridge.core.actions import Payload
 from bridge.core.inbound import Inbound
-from bridge.core.topics import Route, Topics, valid_session_id
+from bridge.core.topics import Route, Topics
 from bridge.errors import RequestError, validation_problems
+from bridge.ids import valid_session_id
 
 # Shorthand topics that take plain text: the field the text becomes (SPEC 2.2, 2.3).
 PLAIN_TEXT_FIELD = {"ivh/send_text": "text", "ivh/stream_text": "text", "desk/send_stream": "chunk"}

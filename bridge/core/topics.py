@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+from bridge.ids import valid_session_id
 
 # Per-session shorthand topic leaf -> action (SPEC 2.2, 2.3).
 SHORTHANDS: dict[str, dict[str, str]] = {
@@ -21,13 +21,10 @@ SHORTHANDS: dict[str, dict[str, str]] = {
         "stream": "desk/send_stream",
         "get": "desk/get_session_state",
         "watch": "desk/watch",
+        "transfer": "desk/transfer_to_human",
+        "end": "desk/end_session",
     },
 }
-
-
-def valid_session_id(value: object) -> bool:
-    """Whether `value` is a session id the bridge accepts (SPEC 2)."""
-    return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

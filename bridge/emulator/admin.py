@@ -27,6 +27,14 @@ Desk (admin_desk.py)
     POST   /emulator/desk/sessions/{sid}/state  ``{"state"?,"raw_state"?,"agent_id"?}``
     DELETE /emulator/desk/sessions/{sid}        end it (then 141005 upstream)
     GET    /emulator/desk/sessions/{sid}/messages  the recorded send_stream_msg messages
+Desk handover and callbacks (admin_desk_events.py)
+    POST   /emulator/desk/handover              ``{"outcome"?,"agent_id"?,"after_ms"?}``: what
+                                                transfer_to_human leads to (desk_handover.py)
+    POST   /emulator/desk/callback              ``{"url"?,"delay_ms"?,"delay_count"?,
+                                                "duplicate"?,"drop"?}`` (desk_callbacks.py)
+    GET    /emulator/desk/callback              counts and latest deliveries (never the URL)
+    POST   /emulator/desk/sessions/{sid}/chat   ``{"role":"user"|"bot"|"agent","text"}``
+    POST   /emulator/desk/sessions/{sid}/event  ``{"event","fields"?}``: any B.6 notification
 
 Errors answer ``{"error": "<message>"}`` with 400 (bad body), 404 (no such thing) or 409.
 """

@@ -91,6 +91,9 @@ def _configure_logging(level: str) -> None:
 @click.option("--desk-spelling", type=click.Choice(DESK_SPELLINGS), default="zh", show_default=True)
 @click.option("--ws-idle-timeout", type=click.FloatRange(0, min_open=True), default=180.0)
 @click.option("--session-idle-timeout", type=click.FloatRange(0, min_open=True), default=600.0)
+@click.option(
+    "--desk-callback", help="URL to POST Desk session events to (Desk.SessionEventNotify)."
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def emulator_command(log_level: str, **options: Any) -> None:
     """Run the local Tencent Cloud emulator (IVH + Desk) until interrupted."""

@@ -31,6 +31,7 @@ class EmulatorConfig:
     max_closed_sessions: int = 20_000
     max_desk_sessions: int = 100_000
     journal_size: int = 100_000
+    desk_callback: str = ""  # where Desk session events are POSTed (docs/protocol.md B.6)
 
     def __post_init__(self) -> None:
         problems = [p for p in self._problems() if p]
@@ -48,6 +49,7 @@ class EmulatorConfig:
             *(f"{n} must be > 0" for n in positive if getattr(self, n) <= 0),
             "" if 0 <= self.port <= 65535 else "port must be 0..65535",
             "" if self.desk_spelling in DESK_SPELLINGS else "desk_spelling must be zh, en or mixed",
+            "" if _is_http_url(self.desk_callback) else "desk_callback must be an http(s) URL",
             "" if self.appkey and self.access_token else "appkey and access_token are required",
             "" if self.identifier and self.secret_key else "identifier and secret_key are required",
         ]
@@ -71,5 +73,9 @@ class EmulatorConfig:
 
     def public(self) -> dict[str, Any]:
         """The settings without any credential, for the admin state view."""
-        hidden = {"access_token", "secret_key"}
+        hidden = {"access_token", "secret_key", "desk_callback"}  # a callback path is a secret
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+
+
+def _is_http_url(value: str) -> bool:
+    return not value or value.startswith(("http://", "https://"))

@@ -12,7 +12,9 @@ checks, in order: 60012 no sdkappid, 60006 another sdkappid, 60010 identifier no
 - ``send_stream_msg``: 93000 body over 12,000 bytes, 90001 bad JSON, 141004 bad fields or a
   MsgKey that is unknown, another session's, or already finished; 141005 unknown or ended
   session.
-- ``end_session``: 60003 bad JSON, 141004 no SessionId, 141005 unknown or ended session.
+- ``end_session``: 60003 bad JSON, 141004 no SessionId or a session never transferred to a
+  human (B.5: "end a session that was transferred to a human"), 141005 unknown or ended session.
+- ``transfer_to_human`` and ``describe_chat_messages``: see desk_handover.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bridge.emulator import fields
+from bridge.emulator import desk_handover, fields
 from bridge.emulator.auth import AuthError, check_usersig
 from bridge.emulator.desk_state import AGENT_STATES, DeskSession
 from bridge.emulator.ivh_api import emulator_state
@@ -171,12 +173,39 @@ def end_session(state: EmulatorState, raw: bytes | None) -> dict[str, Any]:
     """B.5 ``end_session``: later calls on the session answer 141005."""
     body = _json_object(raw, 60003)
     session_id = _checked(lambda: fields.text(body, "SessionId", required=True))
-    state.desk.end(_live(state, session_id))
+    session = _live(state, session_id)
+    if not session.transferred:
+        raise DeskError(INVALID_PARAMETER, "the session was not transferred to a human")
+    state.desk.end(session)
     logger.info("Desk session %s ended by the API", session_id)
     return {}
 
 
+def transfer_to_human(state: EmulatorState, raw: bytes | None) -> dict[str, Any]:
+    """B.5: queue the session for a human agent; AgentId once one is assigned."""
+    ask = _checked(lambda: desk_handover.parse_transfer(_json_object(raw, 60003)))
+    session = _live(state, ask.session_id)
+    if session.transferred or session.state in desk_handover.TRANSFERRED:
+        raise DeskError(INVALID_PARAMETER, "the session is already transferred to a human")
+    return {"AgentId": desk_handover.transfer(state, session, ask)}
+
+
+def describe_chat_messages(state: EmulatorState, raw: bytes | None) -> dict[str, Any]:
+    """B.5: the session's messages, paged, in the asked order (ended sessions too)."""
+    body = _json_object(raw, 60003)
+    session_id = _checked(lambda: fields.text(body, "SessionId", required=True))
+    session = state.desk.find(session_id)
+    if session is None:
+        raise DeskError(NO_SESSION, "session does not exist")
+    page: dict[str, Any] = _checked(
+        lambda: desk_handover.describe(session, body, state.config.identifier)
+    )
+    return page
+
+
 HANDLERS: dict[str, Handler] = {
+    "transfer_to_human": transfer_to_human,
+    "describe_chat_messages": describe_chat_messages,
     "get_session_state": get_session_state,
     "send_stream_msg": send_stream_msg,
     "end_session": end_session,

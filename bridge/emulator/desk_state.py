@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.desk_history import ChatLine, DeskChange, Observer
 
 CANONICAL_STATES = ("not_in_session", "chatbot", "waiting_for_agent", "queuing", "agent")
 AGENT_STATES = frozenset({"waiting_for_agent", "agent"})
@@ -54,6 +55,7 @@ class StreamMessage:
     size: int = 0
     truncated: bool = False
     cloud_custom_data: str = ""
+    created_ms: int = 0
 
     def add(self, chunk: str, *, finish: bool, custom: str) -> None:
         """Record one call's chunk (text beyond 1 MiB is counted, not kept)."""
@@ -91,7 +93,9 @@ class DeskSession:
     client_user_id: str = ""
     customer_service_id: str = DEFAULT_CUSTOMER_SERVICE
     ended: bool = False
+    transferred: bool = False  # end_session is refused until a transfer_to_human (B.5)
     messages: deque[StreamMessage] = field(default_factory=deque)
+    lines: deque[ChatLine] = field(default_factory=deque)  # messages the admin API added
 
     def view(self) -> dict[str, Any]:
         """The session as the admin API shows it."""
@@ -103,7 +107,9 @@ class DeskSession:
             "client_user_id": self.client_user_id,
             "customer_service_id": self.customer_service_id,
             "ended": self.ended,
+            "transferred": self.transferred,
             "messages": len(self.messages),
+            "chat_lines": len(self.lines),
         }
 
 
@@ -119,6 +125,12 @@ class DeskRegistry:
         self._messages: dict[str, StreamMessage] = {}
         self._serial = 0
         self._calls = 0
+        self.observers: list[Observer] = []  # told of every change (the callback sender)
+
+    def _notify(self, session: DeskSession, kind: str, before: str | None = None) -> None:
+        change = DeskChange(session=session, kind=kind, before=before)
+        for observer in self.observers:
+            observer(change)
 
     def create(
         self,
@@ -146,6 +158,7 @@ class DeskRegistry:
         self.ended.pop(sid, None)
         self.live[sid] = session
         self._by_user[(session.client_user_id, session.customer_service_id)] = sid
+        self._notify(session, "created")
         return session
 
     def set_state(
@@ -157,6 +170,23 @@ class DeskRegistry:
         agent_id: str | None = None,
     ) -> None:
         """Move a session to a canonical state, or to a literal upstream string."""
+        before = (session.state, session.raw_state, session.agent_id)
+        self._move(session, state=state, raw_state=raw_state, agent_id=agent_id)
+        if session.session_id in self.live and before != (
+            session.state,
+            session.raw_state,
+            session.agent_id,
+        ):
+            self._notify(session, "state", before=before[0])
+
+    def _move(
+        self,
+        session: DeskSession,
+        *,
+        state: str | None,
+        raw_state: str | None,
+        agent_id: str | None,
+    ) -> None:
         if state is not None:
             if state not in CANONICAL_STATES:
                 raise ValueError(f"state must be one of {', '.join(CANONICAL_STATES)}")
@@ -185,6 +215,7 @@ class DeskRegistry:
         if self._by_user.get(key) == session.session_id:
             del self._by_user[key]
         self.ended[session.session_id] = session
+        self._notify(session, "ended")
         while len(self.ended) > self.config.max_desk_sessions:
             _, old = self.ended.popitem(last=False)
             self._forget_messages(old.messages)
@@ -202,12 +233,22 @@ class DeskRegistry:
     def new_message(self, session: DeskSession) -> StreamMessage:
         """Start a stream message with a fresh MsgKey (shaped like B.4's example)."""
         key = f"{secrets.randbelow(1000)}_{int(self._wall())}_{secrets.token_hex(13)}"
-        message = StreamMessage(msg_key=key, session_id=session.session_id)
+        stamp = int(self._wall() * 1000)
+        message = StreamMessage(msg_key=key, session_id=session.session_id, created_ms=stamp)
         session.messages.append(message)
         self._messages[key] = message
         while len(session.messages) > _MESSAGES_PER_SESSION:
             self._forget_messages([session.messages.popleft()])
         return message
+
+    def add_line(self, session: DeskSession, *, role: str, text: str, account: str) -> ChatLine:
+        """A message the admin API adds (a user's, the bot's or an agent's), then told."""
+        line = ChatLine(role=role, text=text, account=account, at_ms=int(self._wall() * 1000))
+        session.lines.append(line)
+        while len(session.lines) > _MESSAGES_PER_SESSION:
+            session.lines.popleft()
+        self._notify(session, "message", before=None)
+        return line
 
     def message(self, msg_key: str) -> StreamMessage | None:
         """A stream message by MsgKey."""

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from bridge.emulator.admin import general_routes
 from bridge.emulator.admin_desk import desk_routes
+from bridge.emulator.admin_desk_events import desk_event_routes
 from bridge.emulator.admin_ivh import ivh_routes
 from bridge.emulator.channel import command_channel
 from bridge.emulator.config import EmulatorConfig
@@ -39,6 +40,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
         *general_routes(),
         *ivh_routes(),
         *desk_routes(),
+        *desk_event_routes(),
     ]
     app = Starlette(routes=routes)
     app.state.emulator = state

@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.desk_callbacks import CallbackSender
+from bridge.emulator.desk_handover import Handover
 from bridge.emulator.desk_state import DeskRegistry
 from bridge.emulator.faults import FaultBook
 from bridge.emulator.ivh_state import IvhRegistry, Outlet
@@ -64,6 +66,11 @@ class EmulatorState:
         self.faults = FaultBook()
         self.ivh = IvhRegistry(config, self.tasks.spawn, clock)
         self.desk = DeskRegistry(config, wall)
+        self.handover = Handover()
+        self.callbacks = CallbackSender(
+            url=config.desk_callback, sdkappid=config.sdkappid, spawn=self.tasks.spawn, wall=wall
+        )
+        self.desk.observers.append(self.callbacks.observe)
         self.channels: dict[str, Outlet] = {}
 
     def start(self) -> None:
@@ -81,6 +88,7 @@ class EmulatorState:
         """Back to empty: sessions closed and forgotten, journal and faults cleared."""
         self.ivh.reset()
         self.desk.reset()
+        self.handover = Handover()
         self.journal.clear()
         self.faults.clear()
 

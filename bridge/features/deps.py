@@ -32,3 +32,6 @@ class Deps:
     # IVH session state changes, `(before, after)`: the IVH feature calls each, extensions
     # (Home Assistant) add themselves when built.
     session_changes: list[Callable[[Any, Any], None]] = field(default_factory=list)
+    # Desk sessions watched (True) or no longer (False), `(session_id, watched)`: the Desk
+    # feature calls each, Home Assistant adds itself.
+    desk_watches: list[Callable[[str, bool], None]] = field(default_factory=list)

@@ -21,6 +21,7 @@ from bridge.core.envelope import Publisher, dumps
 from bridge.core.inbound import Inbound
 from bridge.core.topics import DiscoveryTopics, Topics, discovery_object_id
 from bridge.features.deps import Deps
+from bridge.features.homeassistant_desk import desk_object_id, desk_session_config
 from bridge.features.ivh.tracker import SessionState
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class HomeAssistant:
         self._bridge_id = discovery_object_id("tencent2mqtt", topics.base)
         self._session_prefix = discovery_object_id("tencent2mqtt", topics.base, "ivh", "")
         self._sessions: dict[str, str] = {}  # session id -> discovery object id
+        self._desk: set[str] = set()  # watched Desk sessions with a device
         self._found: set[str] = set()  # session object ids retained in the broker
         self._swept = False
 
@@ -120,6 +122,27 @@ class HomeAssistant:
         )
         for sid in self._sessions:
             self._publish_session(sid)
+        for sid in self._desk:
+            self._publish_desk(sid)
+
+    def desk_watched(self, sid: str, watched: bool) -> None:
+        """Desk watch hook: a watched session gets a device; unwatched or ended, it loses it."""
+        if watched and sid not in self._desk:
+            self._desk.add(sid)
+            self._publish_desk(sid)
+        elif not watched and sid in self._desk:
+            self._desk.discard(sid)
+            self._publisher.clear_retained(
+                self._ha.device_config(desk_object_id(self._topics, sid))
+            )
+
+    def _publish_desk(self, sid: str) -> None:
+        config = desk_session_config(
+            self._topics, sid, bridge_id=self._bridge_id, availability=self._availability()
+        )
+        self._publisher.set_retained(
+            self._ha.device_config(desk_object_id(self._topics, sid)), dumps(config)
+        )
 
     def session_changed(self, before: SessionState | None, after: SessionState) -> None:
         """IVH transition hook: a live session gets a device; a closed one loses it."""
@@ -233,4 +256,5 @@ def build_homeassistant(deps: Deps, services: list[str]) -> HomeAssistant | None
         settle=max(1.0, 3 * deps.settings.ivh.poll_interval),
     )
     deps.session_changes.append(ha.session_changed)
+    deps.desk_watches.append(ha.desk_watched)
     return ha

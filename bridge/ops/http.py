@@ -34,6 +34,7 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
         return Response(body, media_type=content_type)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", exposition)]
+    routes.extend(readout.routes())  # e.g. the Desk callback on its secret path (docs/desk.md)
     return Starlette(routes=routes)
 
 

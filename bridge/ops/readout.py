@@ -14,6 +14,7 @@ class Readout:
     snapshot: Callable[[], dict[str, Any]]  # the `bridge/health` body
     outcomes: Callable[[], Mapping[tuple[str, str], int]]  # (action, outcome) -> count
     services: Callable[[], list[str]]  # the enabled upstream services
+    routes: Callable[[], list[Any]] = list  # features' own HTTP routes (starlette `Route`s)
     # Makes a real upstream call for each service with nothing else to judge it by (/readyz).
     verify: Callable[[], Awaitable[None]]
 

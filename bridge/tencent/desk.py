@@ -20,6 +20,13 @@ from pydantic import SecretStr
 from bridge.core.observe import CallObserver
 from bridge.errors import ErrorCode, RequestError, UpstreamError
 from bridge.tencent.codes import desk_code
+from bridge.tencent.desk_handover import (
+    ORDER_CODES,
+    ChatMessage,
+    Order,
+    TransferRequest,
+    chat_message,
+)
 from bridge.tencent.models import DeskSessionState, as_int, normalise_desk_state
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
 from bridge.tencent.session import HttpSession
@@ -182,6 +189,26 @@ class DeskClient:
         # Idempotent: after a retry, "session does not exist" means an earlier attempt ended it.
         gone: frozenset[ErrorCode] = frozenset({"session_not_found"})
         await self._call("end_session", dumps({"SessionId": session_id}), ok_on_retry=gone)
+
+    async def transfer_to_human(self, request: TransferRequest) -> str | None:
+        """`transfer_to_human` (B.5); the assigned AgentId when the answer carries one."""
+        reply = await self._call("transfer_to_human", dumps(request.body()))
+        return _text(reply.get("AgentId"))
+
+    async def describe_chat_messages(
+        self, session_id: str, *, limit: int, offset: int, order: Order
+    ) -> tuple[int, list[ChatMessage]]:
+        """`describe_chat_messages` (B.5): the total count and one page of messages."""
+        body = {"SessionId": session_id, "Limit": limit, "Offset": offset}
+        body["Order"] = ORDER_CODES[order]
+        reply = await self._call("describe_chat_messages", dumps(body))
+        raw = reply.get("Messages")
+        messages = (
+            [chat_message(m) for m in raw if isinstance(m, Mapping)]
+            if isinstance(raw, list)
+            else []
+        )
+        return as_int(reply.get("TotalCount")) or len(messages), messages
 
     async def _call(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -110,6 +111,9 @@ async def test_state_errors(
 
 async def test_ended_session_is_141005(emu: Emulator, client: httpx.AsyncClient) -> None:
     sid = await _session(client)
+    # B.5: end_session ends "a session that was transferred to a human"
+    assert (await desk(client, emu, "end_session", {"SessionId": sid}))["ErrorCode"] == 141004
+    assert (await desk(client, emu, "transfer_to_human", {"SessionId": sid}))["ErrorCode"] == 0
     assert (await desk(client, emu, "end_session", {"SessionId": sid}))["ErrorCode"] == 0
     assert (await desk(client, emu, "get_session_state", {"SessionId": sid}))["ErrorCode"] == 141005
     assert (await desk(client, emu, "end_session", {"SessionId": sid}))["ErrorCode"] == 141005
@@ -214,3 +218,72 @@ async def test_a_call_leaves_no_reference_cycle_in_the_server(
         for _ in range(5):
             await desk(client, emu, "get_session_state", {"SessionId": sid})
     assert named(garbage, "RequestResponseCycle") == []
+
+
+async def test_transfer_to_human_moves_the_session_as_the_admin_api_says(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    sid = await _session(client)
+    plan = {"outcome": "waiting_for_agent", "agent_id": "carol@x", "after_ms": 100}
+    assert (await client.post("/emulator/desk/handover", json=plan)).status_code == 200
+    body = {"SessionId": sid, "Priority": 9, "AgentIdList": ["dave@x"], "DisableQueuing": 0}
+    answer = await desk(client, emu, "transfer_to_human", body)
+    assert answer["ErrorCode"] == 0 and answer["AgentId"] == ""  # still queued when answered
+    state = await desk(client, emu, "get_session_state", {"SessionId": sid})
+    assert state["CurrentState"] == "Queueing"
+    await asyncio.sleep(0.3)
+    state = await desk(client, emu, "get_session_state", {"SessionId": sid})
+    assert (state["CurrentState"], state["AgentId"]) == ("WaitingForAgentAnswering", "dave@x")
+    again = await desk(client, emu, "transfer_to_human", {"SessionId": sid})
+    assert again["ErrorCode"] == 141004  # already transferred
+
+
+async def test_transfer_fields_and_sessions_are_checked(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    sid = await _session(client)
+    for bad in ({"Priority": 10}, {"SendTipIfNoAgentOnline": 2}, {"AgentIdList": "a"}, {}):
+        body = {"SessionId": sid, **bad} if bad else {}
+        assert (await desk(client, emu, "transfer_to_human", body))["ErrorCode"] == 141004, bad
+    gone = await desk(client, emu, "transfer_to_human", {"SessionId": "no-such"})
+    assert gone["ErrorCode"] == 141005
+
+
+async def test_no_agent_online_ends_the_session_when_asked(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    await client.post("/emulator/desk/handover", json={"outcome": "no_agent"})
+    back, ends = await _session(client), await _session(client)
+    await desk(client, emu, "transfer_to_human", {"SessionId": back})
+    state = await desk(client, emu, "get_session_state", {"SessionId": back})
+    assert state["CurrentState"] == "Chatbot"
+    body = {"SessionId": ends, "EndSessionWhenNoMemberOnline": 1}
+    await desk(client, emu, "transfer_to_human", body)
+    gone = await desk(client, emu, "get_session_state", {"SessionId": ends})
+    assert gone["ErrorCode"] == 141005
+
+
+async def test_chat_history_has_streamed_and_added_messages(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    sid = await _session(client)
+    await client.post(f"/emulator/desk/sessions/{sid}/chat", json={"role": "user", "text": "q"})
+    await asyncio.sleep(0.002)
+    await desk(client, emu, "send_stream_msg", {"SessionId": sid, "Chunk": "a", "Finish": 1})
+    await asyncio.sleep(0.002)
+    await client.post(f"/emulator/desk/sessions/{sid}/chat", json={"role": "agent", "text": "z"})
+    newest = await desk(client, emu, "describe_chat_messages", {"SessionId": sid})
+    assert newest["TotalCount"] == 3
+    roles = [
+        (m["FromAccountRole"], m["MsgBody"][0]["MsgContent"]["Text"]) for m in newest["Messages"]
+    ]
+    assert roles == [(2, "z"), (3, "a"), (1, "q")]
+    page = {"SessionId": sid, "Order": 1, "Limit": 1, "Offset": 1}
+    oldest = await desk(client, emu, "describe_chat_messages", page)
+    assert [m["MsgBody"][0]["MsgContent"]["Text"] for m in oldest["Messages"]] == ["a"]
+    assert isinstance(oldest["Messages"][0]["Timestamp"], int)
+    for bad in ({"Limit": 0}, {"Limit": 101}, {"Order": 3}, {"Offset": -1}):
+        answer = await desk(client, emu, "describe_chat_messages", {"SessionId": sid, **bad})
+        assert answer["ErrorCode"] == 141004, bad
+    gone = await desk(client, emu, "describe_chat_messages", {"SessionId": "no-such"})
+    assert gone["ErrorCode"] == 141005

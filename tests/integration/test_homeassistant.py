@@ -7,6 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from bridge.emulator import Emulator
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
@@ -173,3 +175,37 @@ async def test_stale_session_devices_are_removed_at_start(broker: Broker, base: 
         assert not cleared & {other, lookalike, live}
         for topic in (other, lookalike):
             await ha.client.publish(topic, b"", qos=1, retain=True)
+
+
+# The MQTT event platform: `event_types` and `state_topic` are required (HA's mqtt event docs).
+PLATFORM_KEYS["event"] = {"state_topic", "value_template", "event_types", "device_class"}
+REQUIRED["event"] = {"state_topic", "event_types"}
+
+
+async def test_a_watched_desk_session_gets_a_device_with_an_event_entity(
+    broker: Broker, base: str
+) -> None:
+    prefix = f"ha{base}"
+    async with emulator() as emu, Probe(broker.port, prefix) as ha:
+        sections = upstream_sections(emu, ivh={"enabled": False})
+        sections["homeassistant"] = {"enabled": True, "prefix": prefix}
+        async with (
+            running(settings_for(broker.url, base, **sections)),
+            Probe(broker.port, base) as probe,
+        ):
+            sid = (await emu_session(emu))["session_id"]
+            await probe.request("desk/watch", {"session_id": sid})
+            msg = await ha.wait_for(is_config(prefix, f"desk_{sid}"))
+            config = msg.json()
+            check_config(config)
+            events = config["cmps"]["events"]
+            assert events["p"] == "event" and events["state_topic"] == f"{base}/desk/{sid}/event"
+            assert "user_message" in events["event_types"]
+            assert config["cmps"]["transfer"]["command_topic"] == f"{base}/desk/{sid}/transfer"
+            await probe.request("desk/unwatch", {"session_id": sid})
+            await ha.wait_for(lambda m: m.topic == msg.topic and m.payload == b"")
+
+
+async def emu_session(emu: Emulator) -> Any:
+    async with httpx.AsyncClient(base_url=emu.base_url) as http:
+        return (await http.post("/emulator/desk/sessions", json={})).json()

@@ -108,7 +108,7 @@ class BridgeProcess:
 
 def _is_secret_key(name: str) -> bool:
     upper = name.upper()
-    return upper.endswith(("__PASSWORD", "__ACCESS_TOKEN", "__SECRET_KEY"))
+    return upper.endswith(("__PASSWORD", "__ACCESS_TOKEN", "__SECRET_KEY", "DESK__CALLBACK"))
 
 
 def mqtt_env(broker: Broker, base: str, **extra: str) -> dict[str, str]:

@@ -121,3 +121,32 @@ def test_function_nodes_address_the_right_actions() -> None:
     assert out["text"]["payload"] == "Hello"
     assert route(out["close"]).action == "ivh/close_session"
     assert out["after_close"] is None
+
+
+DESK_RUN = """
+const nodes = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));
+const f = new Function('msg', 'flow', 'node',
+  nodes.find(n => n.name === 'answer a user message').func);
+const event = {type: 'user_message', session_id: 'd-1', data: {text: 'where is my order'}};
+console.log(JSON.stringify({
+  reply: f({payload: event}, {}, {}),
+  other: f({payload: {...event, type: 'bot_message'}}, {}, {}),
+}));
+"""
+
+
+def test_a_user_message_is_answered_with_a_streamed_reply() -> None:
+    filters = [n for n in by_type("mqtt in") if matches(n["topic"], TOPICS.event("desk", "d-1"))]
+    assert len(filters) == 1 and reaches(filters[0]["id"], "mqtt out")
+    done = subprocess.run(
+        ["node", "-e", DESK_RUN, str(FLOWS)], capture_output=True, text=True, timeout=30, check=True
+    )
+    out = json.loads(done.stdout)
+    assert out["other"] is None
+    (parts,) = out["reply"]
+    routes = [TOPICS.parse(p["topic"]) for p in parts]
+    assert all(isinstance(r, Route) and r.action == "desk/send_stream" for r in routes)
+    assert {r.session_id for r in routes if isinstance(r, Route)} == {"d-1"}
+    bodies = [json.loads(p["payload"]) for p in parts]
+    assert "".join(b["chunk"] for b in bodies) == "You said: where is my order"
+    assert [b.get("finish", False) for b in bodies] == [False] * (len(bodies) - 1) + [True]

@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.core.actions import action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
 from bridge.errors import BridgeError, UpstreamError
+from bridge.features.desk import handover
+from bridge.features.desk.callbacks import CallbackReceiver, Notification
+from bridge.features.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.features.desk.streams import SessionStream
 from bridge.features.desk.watcher import DeskWatcher
@@ -28,6 +32,7 @@ StateKey = tuple[str, str | None, str | None]
 SERVICE_FAILURES = frozenset({"upstream_unavailable", "timeout", "auth_failed", "upstream_error"})
 VERIFY_AFTER = 60.0  # seconds without a Desk call before /readyz makes one of its own
 VERIFY_SESSION = "tencent2mqtt-credentials-check"  # never a real session: answered 141005
+T = TypeVar("T")
 
 
 class DeskFeature:
@@ -56,8 +61,17 @@ class DeskFeature:
             self._watcher.watch(sid)
         self._condition = Condition(name="desk", logger=log)
         self._verifying: asyncio.Task[None] | None = None
+        self._callbacks: CallbackReceiver | None = None
+        self._watch_hooks = deps.desk_watches
+        if self._cfg.callback_path and self._cfg.sdkappid is not None:
+            self._callbacks = CallbackReceiver(sdkappid=self._cfg.sdkappid, on_event=self._notified)
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """At start: the watch hooks hear of the sessions watched by configuration."""
+        for sid in self._watcher.watched:
+            self._watch_changed(sid, True)
+
     async def run(self) -> None:
         """Watch sessions, host the stream senders, finish idle streams."""
         async with asyncio.TaskGroup() as tg:
@@ -66,6 +80,8 @@ class DeskFeature:
             if not self._cfg.watch:  # no poll will judge the credentials: one call says now
                 tg.create_task(self.verify(), name="desk-verify")
             tg.create_task(self._idle_loop(), name="desk-stream-idle")
+            if self._callbacks is not None:
+                tg.create_task(self._callbacks.run(), name="desk-callbacks")
             for stream in self._streams.values():
                 self._kick(stream)
 
@@ -88,7 +104,33 @@ class DeskFeature:
             "polls": self._watcher.polls,
             "open_streams": sum(1 for s in self._streams.values() if s.open),
             "stream_queue_depth": sum(s.depth for s in self._streams.values()),
+            "callbacks": self._callback_status(),
         }
+
+    def _callback_status(self) -> dict[str, Any] | None:
+        if self._callbacks is None:
+            return None
+        return {**self._callbacks.counts, "queue_depth": self._callbacks.depth}
+
+    # -- session event callback (SPEC 3.10; docs/protocol.md B.6) ----------------------------
+    def http_routes(self) -> list[Any]:
+        """The callback route on its secret path, when `desk.callback` is set."""
+        if self._callbacks is None:
+            return []
+        return [self._callbacks.route(self._cfg.callback_path)]
+
+    def _notified(self, note: Notification) -> None:
+        """Publish one accepted notification, then move the state it implies."""
+        sid = note.session_id
+        self._emitter.emit("desk", sid, note.event_type, note.data)
+        if note.state == "ended":
+            self._ended(sid)
+        elif note.state is not None:
+            agent = note.agent_id if note.state == "agent" else None
+            state = DeskSessionState(
+                session_id=sid, state=note.state, raw_state=None, agent_id=agent
+            )
+            self._publish_state(state)
 
     def _ok(self) -> None:
         self._condition.ok()
@@ -179,7 +221,10 @@ class DeskFeature:
             return body
         key: StateKey = (state.state, state.raw_state, state.agent_id)
         before = self._states.get(sid)
-        if before != key:
+        if _same_change(before, key):
+            # A callback (no upstream spelling) and a poll saw the same change: publish it once.
+            self._states[sid] = key if key[1] is not None else before  # type: ignore[assignment]
+        elif before != key:
             self._states[sid] = key
             self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
             self._emitter.emit(
@@ -194,9 +239,14 @@ class DeskFeature:
             self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
         return body
 
+    def _watch_changed(self, sid: str, watched: bool) -> None:
+        for hook in self._watch_hooks:
+            hook(sid, watched)
+
     def _ended(self, sid: str) -> None:
         """Error 141005: the session no longer exists (SPEC 2.3): `ended`, event, watch stops."""
-        self._watcher.unwatch(sid)
+        if self._watcher.unwatch(sid):
+            self._watch_changed(sid, False)
         if self._states.get(sid, ("",))[0] == "ended":
             return
         before = self._states.get(sid)
@@ -225,13 +275,47 @@ class DeskFeature:
         if payload.stop:
             return await self.unwatch(Unwatch(session_id=payload.session_id))
         every = self._watcher.watch(payload.session_id, payload.interval)
+        self._watch_changed(payload.session_id, True)
         return {"session_id": payload.session_id, "watching": True, "interval": every}
 
     @action("desk/unwatch")
     async def unwatch(self, payload: Unwatch) -> dict[str, Any]:
         """Stop polling a session's state."""
         was = self._watcher.unwatch(payload.session_id)
+        if was:
+            self._watch_changed(payload.session_id, False)
         return {"session_id": payload.session_id, "watching": False, "was_watching": was}
+
+    # -- handover and history (docs/protocol.md B.5) -------------------------------------------
+    @action("desk/transfer_to_human")
+    async def transfer_to_human(self, payload: TransferToHuman) -> dict[str, Any]:
+        """Hand the customer to a human agent; answers with the agent when one was assigned."""
+        return await self._guarded(payload.session_id, handover.transfer(self._client, payload))
+
+    @action("desk/end_session")
+    async def end_session(self, payload: EndSession) -> dict[str, Any]:
+        """End a session that was transferred to a human; its state becomes `ended`."""
+        await self._guarded(payload.session_id, self._client.end_session(payload.session_id))
+        self._ended(payload.session_id)
+        return {"session_id": payload.session_id, "ended": True}
+
+    @action("desk/get_messages")
+    async def get_messages(self, payload: GetMessages) -> dict[str, Any]:
+        """One page of a session's chat history, roles named, times in ISO 8601."""
+        return await self._guarded(payload.session_id, handover.messages(self._client, payload))
+
+    async def _guarded(self, sid: str, call: Awaitable[T]) -> T:
+        """As for state queries: 141005 publishes the retained `ended` state, then fails."""
+        try:
+            result = await call
+        except UpstreamError as exc:
+            if exc.code == "session_not_found":
+                self._ended(sid)
+            else:
+                self._failed(exc)
+            raise
+        self._ok()
+        return result
 
     # -- streams ------------------------------------------------------------------------------
     @action("desk/send_stream", reply="when_asked")
@@ -277,6 +361,13 @@ class DeskFeature:
                         self._kick(stream)
                 elif not stream.open and not stream.depth and stream.last_activity < limit:
                     del self._streams[stream.session_id]  # forget quiet sessions
+
+
+def _same_change(before: StateKey | None, key: StateKey) -> bool:
+    """Same state and agent, one of the two without an upstream spelling (from a callback)."""
+    if before is None or None not in (before[1], key[1]):
+        return False
+    return before[0] == key[0] and before[2] == key[2]
 
 
 def build_desk(deps: Deps) -> DeskFeature | None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from bridge.core.envelope import Emitter, Publisher, dumps, now_iso
-from bridge.core.topics import Topics, valid_session_id
+from bridge.core.topics import Topics
+from bridge.ids import valid_session_id
 from bridge.tencent.models import SessionInfo, status_name
 
 log = logging.getLogger(__name__)

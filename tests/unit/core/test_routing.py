@@ -7,9 +7,10 @@ import pytest
 from bridge.core.actions import Empty, Payload, Registry, SessionPayload, action, specs_of
 from bridge.core.inbound import Inbound
 from bridge.core.requests import decode_payload, expired, validate
-from bridge.core.topics import BadRoute, Route, Topics, valid_session_id
+from bridge.core.topics import BadRoute, Route, Topics
 from bridge.errors import RequestError
 from bridge.features.desk.payloads import SendStream, Watch
+from bridge.ids import valid_session_id
 
 T = Topics("base")
 

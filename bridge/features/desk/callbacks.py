@@ -1,0 +1,244 @@
+"""Tencent's Desk session event callback (SPEC 3.10; docs/protocol.md B.6) as MQTT events.
+
+`POST <desk.callback>?SdkAppid=&CallbackCommand=Desk.SessionEventNotify&...&RequestID=`:
+the SdkAppid must be ours (else 403) and the command `Desk.SessionEventNotify` (else 400);
+bodies over 64 KB are refused (413). Accepted notifications are answered OK at once and queued;
+a consumer task publishes them afterwards, so a slow broker never delays the answer (B.6:
+"process asynchronously and acknowledge quickly"). A retry with a RequestID already accepted is
+answered OK and not published again. The path is a secret: no log line or answer names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge.ids import valid_session_id
+from bridge.tencent.desk_handover import iso_ms, message_text
+from bridge.tencent.models import DeskState
+
+log = logging.getLogger(__name__)
+
+COMMAND = "Desk.SessionEventNotify"
+MAX_BODY = 64 * 1024
+OK = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
+# B.6 confirms SessionBegin, ChatBot.UserSendMsg and ChatBot.RobotSendMsg; the other names are
+# the emulator's (the rest of Tencent's list was not retrieved; docs/desk.md). Matched without
+# case; anything else is published as `callback` with its name in data.event.
+EVENT_TYPES: Mapping[str, str] = {
+    "sessionbegin": "session_begin",
+    "chatbot.usersendmsg": "user_message",
+    "staff.usersendmsg": "user_message",
+    "chatbot.robotsendmsg": "bot_message",
+    "staff.staffsendmsg": "agent_message",
+    "transfer.start": "transfer_started",
+    "transfer.success": "transfer_succeeded",
+    "transfer.fail": "transfer_failed",
+    "staff.change": "agent_changed",
+    "sessionend": "session_closed",
+    "user.timeout": "user_timeout",
+}
+# The retained desk/<sid>/state an event implies (SPEC 2.3).
+IMPLIED_STATE: Mapping[str, DeskState] = {
+    "session_begin": "chatbot",
+    "transfer_started": "queuing",
+    "transfer_succeeded": "agent",
+    "transfer_failed": "chatbot",
+    "agent_changed": "agent",
+    "session_closed": "ended",
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notification:
+    """One accepted notification, typed."""
+
+    session_id: str
+    event_type: str
+    data: dict[str, Any]
+    state: DeskState | None
+    agent_id: str | None
+
+
+def snake(name: str) -> str:
+    """`SessionId` -> `session_id`, `MsgBody` -> `msg_body`, `ClientIP` -> `client_ip`."""
+    return _CAMEL.sub("_", name).lower()
+
+
+def snake_keys(value: Any) -> Any:
+    """Every key of nested objects in snake_case."""
+    if isinstance(value, Mapping):
+        return {snake(str(k)): snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake_keys(v) for v in value]
+    return value
+
+
+def notification(body: Mapping[str, Any]) -> Notification | None:
+    """The event a B.6 body stands for; None without a valid SessionId."""
+    sid = body.get("SessionId")
+    if not valid_session_id(sid):
+        return None  # it could not name a topic (SPEC 2): refused, never published half-way
+    assert isinstance(sid, str)
+    name = body.get("Event")
+    name = name if isinstance(name, str) else ""
+    event_type = EVENT_TYPES.get(name.lower(), "callback")
+    data = {k: v for k, v in snake_keys(body).items() if k != "callback_command"}
+    data["event"] = name
+    elements = body.get("MsgBody")
+    if isinstance(elements, list):
+        data["text"] = message_text(elements)
+    stamp = body.get("EventTime")
+    data["time"] = iso_ms(stamp) if isinstance(stamp, int) else None
+    data["raw"] = dict(body)
+    agent = body.get("AgentId")
+    return Notification(
+        session_id=sid,
+        event_type=event_type,
+        data=data,
+        state=IMPLIED_STATE.get(event_type),
+        agent_id=agent if isinstance(agent, str) and agent else None,
+    )
+
+
+class RecentIds:
+    """The last `capacity` RequestIDs seen: a retry is recognised, memory stays bounded."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, request_id: str) -> bool:
+        """Remember an id; False when it was already there."""
+        if request_id in self._ids:
+            self._ids.move_to_end(request_id)
+            return False
+        self._ids[request_id] = None
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def forget(self, request_id: str) -> None:
+        """Drop an id (its notification could not be queued: let the retry in)."""
+        self._ids.pop(request_id, None)
+
+
+class CallbackReceiver:
+    """Checks, de-duplicates and queues notifications; `run()` hands them to `on_event`."""
+
+    def __init__(
+        self,
+        *,
+        sdkappid: int,
+        on_event: Callable[[Notification], Awaitable[None] | None],
+        queue_size: int = 10_000,
+    ) -> None:
+        self._sdkappid = str(sdkappid)
+        self._on_event = on_event
+        self._queue: asyncio.Queue[Notification] = asyncio.Queue(queue_size)
+        self._seen = RecentIds()
+        self.counts = {"accepted": 0, "duplicates": 0, "refused": 0}
+
+    def accept(self, query: Mapping[str, str], raw: bytes | None) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and answer for one POST (`raw` None: the body was too large)."""
+        refused = self._refusal(query, raw)
+        if refused is not None:
+            self.counts["refused"] += 1
+            log.warning("desk callback refused (%d): %s", refused[0], refused[1]["ErrorInfo"])
+            return refused
+        assert raw is not None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        note = notification(body) if isinstance(body, dict) else None
+        if note is None:
+            self.counts["refused"] += 1
+            log.warning("desk callback refused (400): body is not a B.6 notification")
+            return 400, _fail(400, "body must be a JSON object with a valid SessionId")
+        return self._queued(query.get("RequestID") or _digest(raw), note)
+
+    def _refusal(
+        self, query: Mapping[str, str], raw: bytes | None
+    ) -> tuple[int, dict[str, Any]] | None:
+        if query.get("SdkAppid") != self._sdkappid:
+            return 403, _fail(403, "SdkAppid is not this application's")
+        if query.get("CallbackCommand") != COMMAND:
+            return 400, _fail(400, f"CallbackCommand must be {COMMAND}")
+        if raw is None:
+            return 413, _fail(413, f"body over {MAX_BODY} bytes")
+        return None
+
+    def _queued(self, request_id: str, note: Notification) -> tuple[int, dict[str, Any]]:
+        if not self._seen.add(request_id):
+            self.counts["duplicates"] += 1
+            return 200, OK  # a retry of one we have: published once (SPEC 3.10)
+        try:
+            self._queue.put_nowait(note)
+        except asyncio.QueueFull:
+            self._seen.forget(request_id)  # not OK: Tencent retries it later
+            return 503, _fail(503, "too many notifications waiting")
+        self.counts["accepted"] += 1
+        return 200, OK
+
+    @property
+    def depth(self) -> int:
+        """Notifications accepted and not yet published."""
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """Publish queued notifications in arrival order, forever."""
+        while True:
+            note = await self._queue.get()
+            try:
+                result = self._on_event(note)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("desk callback: publishing a %s event failed", note.event_type)
+            # Queue.get does not yield while items wait: let answers to new POSTs go first.
+            await asyncio.sleep(0)
+
+    def route(self, path: str) -> Route:
+        """The Starlette route on the secret path."""
+
+        async def endpoint(request: Request) -> JSONResponse:
+            status, answer = self.accept(request.query_params, await _read(request))
+            return JSONResponse(answer, status_code=status)
+
+        return Route(path, endpoint, methods=["POST"])
+
+
+async def _read(request: Request) -> bytes | None:
+    """The body, or None past MAX_BODY (a declared length is refused before reading)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fail(status: int, info: str) -> dict[str, Any]:
+    return {"ActionStatus": "FAIL", "ErrorCode": status, "ErrorInfo": info}
+
+
+def _digest(raw: bytes) -> str:
+    """Without a RequestID (the older B.6 page has none), the same body is the same event."""
+    return "body:" + hashlib.sha256(raw).hexdigest()
