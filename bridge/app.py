@@ -124,7 +124,17 @@ class App:
             outcomes=lambda: self.dispatcher.outcomes,
             services=lambda: self.services,
             verify=self._verify,
+            routes=self._http_routes,
         )
+
+    def _http_routes(self) -> list[Any]:
+        """Features' own HTTP routes (the Desk callback), on the bridge's endpoint."""
+        routes: list[Any] = []
+        for feature in self.features:
+            fn = getattr(feature, "http_routes", None)
+            if callable(fn):
+                routes.extend(fn())
+        return routes
 
     async def _verify(self) -> None:
         """Let each service that can judge itself with a real call do so (bounded)."""
