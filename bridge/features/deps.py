@@ -11,6 +11,7 @@ import httpx
 
 from bridge.config import Settings
 from bridge.core.envelope import Emitter, Publisher
+from bridge.core.membership import Membership
 from bridge.core.observe import CallObserver
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
@@ -33,3 +34,5 @@ class Deps:
     # IVH session state changes, `(before, after)`: the IVH feature calls each, extensions
     # (Home Assistant) add themselves when built.
     session_changes: list[Callable[[Any, Any], None]] = field(default_factory=list)
+    # The cluster membership (docs/scale-out.md), None for a lone instance.
+    membership: Membership | None = None

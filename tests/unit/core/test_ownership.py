@@ -1,10 +1,11 @@
-"""Rendezvous ownership of sessions (SPEC 7)."""
+"""Rendezvous ownership of keys (docs/scale-out.md): the rule an operator can compute."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
-from bridge.core.ownership import Ownership, owner
+from bridge.core.ownership import POLL_KEY, Ownership, owner, weight
 
 SESSIONS = [f"session-{i}" for i in range(3000)]
 
@@ -13,11 +14,21 @@ def test_a_lone_instance_owns_everything() -> None:
     assert all(Ownership("a").owns(sid) for sid in SESSIONS)
 
 
+def test_the_weight_is_sha256_of_instance_slash_key_big_endian() -> None:
+    digest = hashlib.sha256(b"bridge-1/sess-9").digest()
+    assert weight("bridge-1", "sess-9") == int.from_bytes(digest, "big")
+    # Computed by hand, the way docs/scale-out.md tells an operator to.
+    by_hand = max(
+        ["x", "y", "z"], key=lambda i: hashlib.sha256(f"{i}/{POLL_KEY}".encode()).digest()
+    )
+    assert owner(POLL_KEY, ["x", "y", "z"]) == by_hand
+
+
 def test_every_session_has_exactly_one_owner_and_the_load_is_spread() -> None:
     instances = ["a", "b", "c"]
-    views = {i: Ownership(i) for i in instances}
+    views = {i: Ownership(i, clustered=True) for i in instances}
     for view in views.values():
-        view.set_live(instances)
+        view.set_active(instances)
     for sid in SESSIONS:
         assert sum(view.owns(sid) for view in views.values()) == 1
     shares = Counter(owner(sid, instances) for sid in SESSIONS)
@@ -29,3 +40,11 @@ def test_only_the_sessions_of_a_departed_instance_move() -> None:
     after = {sid: owner(sid, ["a", "b"]) for sid in SESSIONS}
     moved = [sid for sid in SESSIONS if before[sid] != after[sid]]
     assert moved and all(before[sid] == "c" for sid in moved)
+
+
+def test_a_clustered_instance_that_is_not_active_owns_nothing() -> None:
+    view = Ownership("a", clustered=True)
+    assert not any(view.owns(sid) for sid in SESSIONS[:50])  # joining: nothing yet
+    view.set_active(["b", "c"])
+    assert not any(view.owns(sid) for sid in SESSIONS[:50])
+    assert owner("k", []) is None
