@@ -114,7 +114,7 @@ def test_leaving_moves_keys_on_the_echo_not_before() -> None:
 
 def test_a_will_removes_the_instance_and_only_its_keys_move() -> None:
     clock = Clock()
-    a, b, c = _cluster(clock)
+    a, b, _c = _cluster(clock)
     keys = [f"s{i}" for i in range(200)]
     before = {k: owner(k, {"a", "b", "c"}) for k in keys}
     assert b.m.on_will("c") and a.m.on_will("c")  # survivors clear c's document
@@ -161,7 +161,7 @@ def test_the_gate_opens_after_settle_at_most() -> None:
 
 def test_a_lost_link_fences_and_a_reconnect_joins_again() -> None:
     clock = Clock()
-    a, b = _cluster(clock, ("a", "b"))
+    a, _b = _cluster(clock, ("a", "b"))
     a.m.disconnected()
     assert a.changes[-1].fenced and a.ownership.active == frozenset()
     assert not any(a.ownership.owns(f"s{i}") for i in range(50))
@@ -184,7 +184,7 @@ def test_a_frozen_process_fences_itself_before_acting() -> None:
 
 def test_an_instance_whose_document_is_cleared_rejoins() -> None:
     clock = Clock()
-    a, b = _cluster(clock, ("a", "b"))
+    a, _b = _cluster(clock, ("a", "b"))
     a.m.on_doc("a", b"")  # a survivor saw a stale will of a and cleared its document
     assert a.m.state == JOINING and a.published[-1] == JOINING and a.m.fences == 1
 
