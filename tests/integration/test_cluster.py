@@ -169,7 +169,7 @@ async def test_300_mixed_requests_get_300_answers_and_300_upstream_calls(
 
 async def _collect(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
     async for msg in client.messages:
-        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+        body = json.loads(bytes(msg.payload))
         corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
         key = body.get("transaction") or (corr.decode() if corr else None)
         into.append({"key": key, "status": body.get("status")})
