@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -231,3 +234,50 @@ async def test_sigkill_of_the_busiest_moves_its_channels_in_time(running: Runnin
     survivors = [n for n in NAMES if n != busiest]
     assert active(running.probe) == set(survivors)
     assert took < 1.5 * KEEPALIVE + 5, took
+
+
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_the_request_command_against_a_cluster(
+    running: Running, broker: Broker, base: str, protocol: int
+) -> None:
+    mark = len(running.probe.messages)
+    code, out, err = await cli(broker.url, base, "ivh/list_sessions", "{}", protocol=protocol)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "ok"
+    await asyncio.sleep(0.5)
+    # one instance answered: on 3.1.1 the shared response topic carries exactly one answer
+    shared = [
+        m for m in running.probe.messages[mark:] if m.topic.endswith("response/ivh/list_sessions")
+    ]
+    assert len(shared) == (1 if protocol == 4 else 0), shared
+    assert calls(running.emu, "listsessionofuin") > 0
+
+
+async def test_shorthand_json_with_transaction_and_expiry(running: Running) -> None:
+    (sid,) = await running.sessions(1)
+    probe = running.probe
+    future = time.time() + 60
+    await probe.publish(f"ivh/{sid}/get", {"transaction": "g1", "expires_at": future})
+    await probe.publish(f"ivh/{sid}/get", {"transaction": "g2", "expires_at": 1})
+    await asyncio.sleep(1.5)
+    replies = {r["transaction"]: r for r in probe.on("bridge/response/ivh/get_session")}
+    assert replies["g1"]["status"] == "ok", replies
+    assert replies["g2"]["error"]["code"] == "expired", replies
+    assert len(probe.on("bridge/response/ivh/get_session")) == 2
+
+
+async def cli(url: str, base: str, *args: str, protocol: int) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "TENCENT2MQTT_CONFIG": "",
+        "TENCENT2MQTT_MQTT__URL": url,
+        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
+        "TENCENT2MQTT_MQTT__PROTOCOL": str(protocol),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "request", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
