@@ -181,7 +181,7 @@ class DeskFeature:
         )
 
     def _retain_state(self, sid: str, body: dict[str, Any]) -> None:
-        """Retain `<base>/desk/<sid>/state`; in a cluster with the watch (SPEC 7: watches
+        """Retain `<base>/desk/<sid>/state`; in a cluster with the watch (docs/scale-out.md: watches
         outlive the instance that received them, so the watch lives on the broker)."""
         if self._membership is not None:
             every = self._watcher.interval(sid)
