@@ -132,6 +132,8 @@ class _Builder:
         }
         if SID in doc.address:
             channel["parameters"] = {"session_id": {"description": "A session id (SPEC 2)."}}
+        if "{instance_id}" in doc.address:
+            channel["parameters"] = {"instance_id": {"description": "A cluster instance id."}}
         if "{object_id}" in doc.address:
             channel["parameters"] = {"object_id": {"description": "A discovery object id."}}
         self.channels[doc.key] = channel
