@@ -62,7 +62,7 @@ class Fleet:
         self.procs[name] = proc
 
     async def sockets(self) -> dict[str, dict[str, int]]:
-        stats = await self.admin.call("GET", "/emulator/stats")
+        stats = await self.admin.call("GET", "/stats")
         return dict(stats["sockets"])
 
     def stop(self) -> None:

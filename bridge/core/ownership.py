@@ -19,6 +19,7 @@ from bridge.core import jsontext
 from bridge.core.topics import BadRoute, Route, valid_session_id
 
 POLL_KEY = "ivh/poll"
+_MAX_CACHED = 100_000  # owners remembered at most (~10 MB), forgotten all at once past that
 
 
 def weight(instance_id: str, key: str) -> int:
@@ -65,6 +66,9 @@ class Ownership:
         self._active: frozenset[str] = frozenset() if clustered else frozenset({instance_id})
         # Set by the membership: False once the process finds it was frozen (it fences itself)
         self.guard: Callable[[], bool] | None = None
+        # The owner of each key asked since the active set last changed: a request and the
+        # `owns` count each second ask again for the same keys (a digest per instance each).
+        self._owners: dict[str, str | None] = {}
 
     @property
     def active(self) -> frozenset[str]:
@@ -74,10 +78,18 @@ class Ownership:
     def set_active(self, instances: Iterable[str]) -> None:
         """The active instances now (this one among them only while it is active itself)."""
         self._active = frozenset(instances)
+        self._owners = {}
 
     def owner(self, key: str) -> str | None:
         """The owner of `key` among the active instances."""
-        return owner(key, self._active)
+        try:
+            return self._owners[key]
+        except KeyError:
+            pass
+        if len(self._owners) >= _MAX_CACHED:
+            self._owners.clear()
+        found = self._owners[key] = owner(key, self._active)
+        return found
 
     def owns(self, key: str) -> bool:
         """Whether this instance does the key's stateful work now."""

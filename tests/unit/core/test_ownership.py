@@ -48,3 +48,13 @@ def test_a_clustered_instance_that_is_not_active_owns_nothing() -> None:
     view.set_active(["b", "c"])
     assert not any(view.owns(sid) for sid in SESSIONS[:50])
     assert owner("k", []) is None
+
+
+def test_a_change_of_the_active_set_is_seen_at_once_despite_the_cache() -> None:
+    view = Ownership("a", clustered=True)
+    view.set_active(["a"])
+    assert all(view.owns(sid) for sid in SESSIONS[:100])
+    view.set_active(["a", "b", "c"])
+    assert [view.owns(sid) for sid in SESSIONS[:100]] == [
+        owner(sid, ["a", "b", "c"]) == "a" for sid in SESSIONS[:100]
+    ]
