@@ -58,3 +58,25 @@ def test_a_change_of_the_active_set_is_seen_at_once_despite_the_cache() -> None:
     assert [view.owns(sid) for sid in SESSIONS[:100]] == [
         owner(sid, ["a", "b", "c"]) == "a" for sid in SESSIONS[:100]
     ]
+
+
+def test_the_key_of_a_request() -> None:
+    from bridge.core.ownership import request_key
+    from bridge.core.topics import Topics
+
+    t = Topics("b")
+
+    def key(topic: str, payload: bytes) -> str:
+        route = t.parse(topic)
+        assert route is not None
+        return request_key(route, payload, max_payload=1000)
+
+    assert key("b/ivh/s1/text", b"hello") == "s1"
+    assert key("b/bridge/request/ivh/get_session", b'{"session_id": "s2"}') == "s2"
+    assert key("b/bridge/request/ivh/list_sessions", b"{}") == "ivh/list_sessions"
+    assert key("b/bridge/request/ivh/get_session", b"{not json") == "ivh/get_session"
+    assert key("b/bridge/request/ivh/get_session", b'{"session_id": "a/b"}') == "ivh/get_session"
+    assert key("b/ivh/bad%20id/text", b"x") == "ivh/send_text"  # a bad route: its action
+    assert key("b/bridge/request/x", b"{}") == "bridge/request"
+    big = b'{"session_id": "s3", "pad": "' + b"x" * 2000 + b'"}'
+    assert key("b/bridge/request/ivh/get_session", big) == "ivh/get_session"  # too large
