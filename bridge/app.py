@@ -86,6 +86,7 @@ class App:
             topics=self.topics,
             config=settings.bridge,
             owns=self.ownership.owns if clustered else None,
+            unowned=self.ownership.answers_unowned if clustered else None,
         )
         self.metrics.bind(self.readout())
 

@@ -52,11 +52,13 @@ class Dispatcher:
         topics: Topics,
         config: BridgeConfig,
         owns: Callable[[str], bool] | None = None,
+        unowned: Callable[[str], bool] | None = None,
     ) -> None:
         self._registry = registry
         # In a cluster every instance receives every request and only its key's owner acts
         # (docs/scale-out.md); None: this instance answers everything.
         self._owns = owns
+        self._unowned = unowned  # whether to answer a request nobody owns yet ("retry")
         self._known = known_actions
         self._publisher = publisher
         self._emitter = emitter
@@ -115,7 +117,13 @@ class Dispatcher:
         if self._owns is not None and not (msg.retain and not msg.payload):
             key = request_key(route, msg.payload, max_payload=self._config.max_payload)
             if not self._owns(key):
-                return None  # its owner answers it
+                if busy is not None or self._unowned is None or not self._unowned(key):
+                    return None  # its owner answers it
+                busy = BridgeError(
+                    "no bridge instance is active yet (the cluster is starting); retry",
+                    code="rate_limited",
+                    retryable=True,
+                )
         if isinstance(route, BadRoute):
             self._bad_route(msg, route)
             return None

@@ -270,14 +270,23 @@ class Membership:
             i for i, s in self._docs.items() if s == ACTIVE and (i != self.me or mine_counts)
         )
 
+    def _joining(self) -> frozenset[str]:
+        """Joining instances as delivered; this one only while it is joining (after the echo)."""
+        return frozenset(
+            i
+            for i, s in self._docs.items()
+            if s == JOINING and (i != self.me or self.state == JOINING)
+        )
+
     def _apply(self, *, fenced: bool = False) -> None:
         self._apply_to(self._active(), fenced=fenced)
 
     def _apply_to(self, after: frozenset[str], *, fenced: bool) -> None:
         before = self._ownership.active
+        joining = self._joining() if not fenced else frozenset()
+        self._ownership.set_active(after, joining=joining)
         if after == before and not fenced:
             return
-        self._ownership.set_active(after)
         self.handover.changed(before, set(self._docs))
         change = Change(before=before, after=after, fenced=fenced)
         for listener in self.listeners:

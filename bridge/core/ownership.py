@@ -69,16 +69,28 @@ class Ownership:
         # The owner of each key asked since the active set last changed: a request and the
         # `owns` count each second ask again for the same keys (a digest per instance each).
         self._owners: dict[str, str | None] = {}
+        self._joining: frozenset[str] = frozenset()  # live, not active yet (cluster start)
 
     @property
     def active(self) -> frozenset[str]:
         """The instances that own keys now."""
         return self._active
 
-    def set_active(self, instances: Iterable[str]) -> None:
-        """The active instances now (this one among them only while it is active itself)."""
+    def set_active(self, instances: Iterable[str], *, joining: Iterable[str] = ()) -> None:
+        """The active instances now (this one among them only while it is active itself),
+        and the joining ones (this one among them while it is joining)."""
         self._active = frozenset(instances)
+        self._joining = frozenset(joining)
         self._owners = {}
+
+    def answers_unowned(self, key: str) -> bool:
+        """No instance is active (a cluster starting): whether this instance is the one that
+        answers `key`'s requests with "retry", chosen by the same rule among the joining."""
+        if not self.clustered or self._active or self.instance_id not in self._joining:
+            return False
+        if self.guard is not None and not self.guard():
+            return False
+        return owner(key, self._joining) == self.instance_id
 
     def owner(self, key: str) -> str | None:
         """The owner of `key` among the active instances."""

@@ -281,3 +281,30 @@ async def cli(url: str, base: str, *args: str, protocol: int) -> tuple[int, str,
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_while_the_cluster_starts_a_request_gets_one_retry_answer(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path, n=2, TENCENT2MQTT_CLUSTER__SETTLE="4")
+        cluster.start_all()
+        try:
+            await until(
+                lambda: (
+                    {d["state"] for d in docs(probe).values()} == {"joining"}
+                    and len(docs(probe)) == 2
+                ),
+                15,
+                "two joining",
+            )
+            early = await probe.request("ivh/list_sessions", {}, 5)
+            await all_active(probe, ["b0", "b1"])
+            later = await probe.request("ivh/list_sessions", {}, 5)
+            await asyncio.sleep(0.5)
+        finally:
+            cluster.stop_all()
+    assert early["status"] == "error" and early["error"]["code"] == "rate_limited", early
+    assert early["error"]["retryable"] is True
+    assert later["status"] == "ok", later
+    assert len(probe.on("bridge/response/ivh/list_sessions")) == 2  # one answer each

@@ -216,3 +216,18 @@ def test_will_instance() -> None:
     assert will_instance(b'{"state":"offline","reason":"shutdown","instance":"b1"}') is None
     assert will_instance(b'{"state":"online"}') is None
     assert will_instance(b"nonsense") is None
+
+
+def test_while_nobody_is_active_one_joining_instance_answers_retry() -> None:
+    clock = Clock()
+    a, b = Node("a", clock), Node("b", clock)
+    for node in (a, b):
+        node.m.connected()
+    deliver([a, b], "a", doc(JOINING))
+    deliver([a, b], "b", doc(JOINING))
+    keys = [f"s{i}" for i in range(50)]
+    assert all(a.ownership.answers_unowned(k) != b.ownership.answers_unowned(k) for k in keys)
+    assert not any(a.ownership.owns(k) or b.ownership.owns(k) for k in keys)
+    advance(clock, [a, b], 2.1)
+    deliver([a, b], "a", doc(ACTIVE))
+    assert not any(n.ownership.answers_unowned(k) for n in (a, b) for k in keys)
