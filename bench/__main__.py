@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import command, desk_callback, events, httpcost, polling, streams, throughput
+from bench import cluster, command, desk_callback, events, httpcost, polling, streams, throughput
 
 Scenario = Callable[..., Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     "polling": polling.run,
     "httpcost": httpcost.run,
     "desk_callback": desk_callback.run,
+    "cluster": cluster.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

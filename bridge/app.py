@@ -13,13 +13,14 @@ from typing import Any, get_args
 from bridge.config import Settings
 from bridge.core.actions import ActionSpec, Registry, specs_of
 from bridge.core.dispatcher import Dispatcher
-from bridge.core.envelope import Emitter
+from bridge.core.envelope import Emitter, dumps
 from bridge.core.feature import Feature, handler_of, subscriptions_of, verifier_of
 from bridge.core.inbound import Inbound
 from bridge.core.observe import Service
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
 from bridge.errors import OUTCOMES
+from bridge.features.cluster import ClusterFeature
 from bridge.features.deps import Deps
 from bridge.features.desk.feature import DeskFeature, build_desk
 from bridge.features.health import BridgeFeature
@@ -57,22 +58,32 @@ class App:
             services=get_args(Service),
             outcomes=OUTCOMES,
         )
-        self.ownership = Ownership(settings.mqtt.effective_client_id())
+        clustered = settings.cluster.enabled
+        self.ownership = Ownership(settings.instance_id(), clustered=clustered)
         self.link = MqttLink(
             settings.mqtt,
             self.topics,
             subscriptions=self.topics.subscriptions(),
             waiting=10 * settings.bridge.max_inflight,
+            will=self._will(),
+            reassert=self.topics.is_bridge_topic if clustered else None,
         )
+        self.cluster = self._build_cluster() if clustered else None
         self.emitter = Emitter(self.link, self.topics)
         self.registry = Registry()
         self.bridge = BridgeFeature(
-            settings=settings, topics=self.topics, publisher=self.link, snapshot=self.snapshot
+            settings=settings,
+            topics=self.topics,
+            publisher=self.link,
+            snapshot=self.snapshot,
+            cluster=self.cluster.status if self.cluster else None,
         )
         self.registry.include(self.bridge)
         self.link.on_connect.append(self.bridge.publish_health)  # "connected" as of now
         self.features = self._build_features(self._deps())
         self._handlers = [h for h in map(handler_of, self.features) if h is not None]
+        if self.cluster is not None:
+            self._join_cluster(self.cluster)
         for feature in self.features:
             self.link.add_subscriptions(subscriptions_of(feature))
         self.dispatcher = Dispatcher(
@@ -83,9 +94,42 @@ class App:
             topics=self.topics,
             config=settings.bridge,
             disabled=_disabled_services(settings),
+            owns=self.ownership.owns if clustered else None,
+            unowned=self.ownership.answers_unowned if clustered else None,
         )
         self.metrics.bind(self.readout())
         self._http_socket: socket.socket | None = None
+
+    def _will(self) -> bytes | None:
+        if not self.settings.cluster.enabled:
+            return None
+        instance = self.settings.instance_id()
+        return dumps({"state": "offline", "reason": "connection_lost", "instance": instance})
+
+    def _build_cluster(self) -> ClusterFeature:
+        cluster = ClusterFeature(
+            ownership=self.ownership,
+            topics=self.topics,
+            publisher=self.link,
+            settle=self.settings.cluster.settle,
+            keepalive=self.settings.mqtt.keepalive,
+            group=self.settings.cluster_group(),
+        )
+        self.link.on_connect.append(cluster.connected)
+        self.link.on_disconnect.append(cluster.disconnected)
+        self.link.add_subscriptions(cluster.subscriptions())
+        return cluster
+
+    def _join_cluster(self, cluster: ClusterFeature) -> None:
+        """The features that own keys count them and release them on a move."""
+        self._handlers.insert(0, cluster.handles)
+        for feature in self.features:
+            owned, release = getattr(feature, "owned", None), getattr(feature, "release", None)
+            if callable(owned):
+                cluster.counters.append(owned)
+            if callable(release):
+                cluster.releasers.append(feature)  # type: ignore[arg-type]
+        cluster.membership.listeners.append(lambda _: self.bridge.publish_info(self.services))
 
     def _deps(self) -> Deps:
         return Deps(
@@ -98,6 +142,7 @@ class App:
             ownership=self.ownership,
             retry=retry_policy(self.settings.retry),
             http_client=http_client,
+            membership=self.cluster.membership if self.cluster else None,
         )
 
     def _build_features(self, deps: Deps) -> list[Feature]:
@@ -160,6 +205,9 @@ class App:
         }
         for feature in self.features:
             body[feature.name] = feature.status()
+        if getattr(self, "cluster", None) is not None:
+            assert self.cluster is not None
+            body["cluster"] = self.cluster.status()
         return body
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -180,6 +228,10 @@ class App:
             for feature in self.features:
                 name = f"feature:{feature.name}"
                 tasks.append(tg.create_task(_supervised(name, feature.run), name=name))
+            if self.cluster is not None:
+                tasks.append(
+                    tg.create_task(_supervised("cluster", self.cluster.run), name="cluster")
+                )
             if self._http_socket is not None:
                 tasks.append(tg.create_task(_supervised("http", self._serve_http), name="http"))
             await stop.wait()
@@ -215,11 +267,14 @@ class App:
         """Stop taking commands, finish in-flight calls, close channels, say offline."""
         timeout = self.settings.bridge.shutdown_timeout
         log.info("shutting down")
+        if self.cluster is not None:  # hand the keys over first (docs/scale-out.md)
+            await self.cluster.leave(timeout)
         await self.dispatcher.close(timeout)
         for feature in self.features:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(feature.aclose(), timeout)
-        await self.link.close(grace=min(5.0, timeout))
+        offline = self.cluster.finish() if self.cluster is not None else True
+        await self.link.close(grace=min(5.0, timeout), offline=offline)
 
 
 def _disabled_services(settings: Settings) -> dict[str, str]:

@@ -320,6 +320,22 @@ class BridgeConfig(Section):
     max_inflight: PositiveInt = 1000
 
 
+class ClusterConfig(Section):
+    """`[cluster]`: several instances sharing one base topic (docs/scale-out.md)."""
+
+    enabled: bool = False
+    instance_id: str | None = None
+    group: str | None = None
+    settle: PositiveFloat = 2.0
+
+    @field_validator("instance_id", "group")
+    @classmethod
+    def _check_level(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "/+#\0")):
+            raise ValueError("must be a non-empty topic level without '/', '+' or '#'")
+        return value
+
+
 class HttpConfig(Section):
     """`[http]`: the health and metrics endpoint."""
 
@@ -386,6 +402,7 @@ class Settings(BaseSettings):
     desk: DeskConfig = DeskConfig()
     bridge: BridgeConfig = BridgeConfig()
     retry: RetryConfig = RetryConfig()
+    cluster: ClusterConfig = ClusterConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
@@ -411,6 +428,14 @@ class Settings(BaseSettings):
             self.desk.callback,
         ]
         return [s.get_secret_value() for s in found if s and s.get_secret_value()]
+
+    def instance_id(self) -> str:
+        """This instance's name in the cluster: `cluster.instance_id`, else the client id."""
+        return self.cluster.instance_id or self.mqtt.effective_client_id()
+
+    def cluster_group(self) -> str:
+        """The shared-subscription group: `cluster.group`, else the base topic."""
+        return self.cluster.group or self.mqtt.base_topic
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as JSON-ready data, every secret replaced."""

@@ -133,6 +133,8 @@ class _Builder:
         if SID in doc.address:
             about = "A session id: 1-128 letters, digits or ._:@- starting with a letter or digit."
             channel["parameters"] = {"session_id": {"description": about}}
+        if "{instance_id}" in doc.address:
+            channel["parameters"] = {"instance_id": {"description": "A cluster instance id."}}
         if "{object_id}" in doc.address:
             channel["parameters"] = {"object_id": {"description": "A discovery object id."}}
         self.channels[doc.key] = channel

@@ -14,6 +14,7 @@ from bridge.core.actions import ActionSpec
 from bridge.core.topics import SHORTHANDS, DiscoveryTopics, Topics
 
 SID = "{session_id}"
+INSTANCE = "{instance_id}"
 Kind = Literal["state", "event", "request", "response", "command", "discovery"]
 
 
@@ -65,6 +66,8 @@ def catalog(settings: Settings, specs: list[ActionSpec]) -> list[TopicDoc]:
             )
         )
     docs += _session_topics(t)
+    if settings.cluster.enabled:
+        docs += _cluster_topics(t)
     if settings.homeassistant.enabled:
         docs += _discovery_topics(DiscoveryTopics(settings.homeassistant.prefix))
     return docs
@@ -80,6 +83,26 @@ def _bridge_topics(t: Topics) -> list[TopicDoc]:
         _out("bridge_info", t.info, "state", "Version, services, redacted config.", retained=True),
         _out("bridge_health", t.health, "state", "Periodic health.", retained=True),
         _out("bridge_event", t.bridge_event, "event", "Bridge-level events.", retained=False),
+    ]
+
+
+def _cluster_topics(t: Topics) -> list[TopicDoc]:
+    """The membership topics of a cluster (docs/scale-out.md)."""
+    return [
+        _out(
+            "cluster_instance",
+            t.instance(INSTANCE),
+            "state",
+            "An instance's membership: joining, active or leaving, and what it owns.",
+            retained=True,
+        ),
+        _out(
+            "cluster_release",
+            t.release(INSTANCE),
+            "event",
+            "An instance released the sessions it no longer owns.",
+            retained=False,
+        ),
     ]
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from bridge.core.actions import BoundAction, Payload, Registry
 from bridge.core.dedup import Deduplicator
 from bridge.core.envelope import Emitter, Publisher, dumps, error_response, ok_response
 from bridge.core.inbound import Inbound
+from bridge.core.ownership import request_key
 from bridge.core.requests import RequestContext, decode_payload, expired, validate
 from bridge.core.topics import BadRoute, Route, Topics
 from bridge.errors import BridgeError, RequestError
@@ -51,8 +52,14 @@ class Dispatcher:
         topics: Topics,
         config: BridgeConfig,
         disabled: Mapping[str, str] | None = None,
+        owns: Callable[[str], bool] | None = None,
+        unowned: Callable[[str], bool] | None = None,
     ) -> None:
         self._registry = registry
+        # In a cluster every instance receives every request and only its key's owner acts
+        # (docs/scale-out.md); None: this instance answers everything.
+        self._owns = owns
+        self._unowned = unowned  # whether to answer a request nobody owns yet ("retry")
         self._known = known_actions
         self._disabled = dict(disabled or {})  # service -> why it does not run
         self._publisher = publisher
@@ -109,6 +116,16 @@ class Dispatcher:
         route = self._topics.parse(msg.topic)
         if route is None:
             return None  # one of the bridge's own output topics (another instance's)
+        if self._owns is not None and not (msg.retain and not msg.payload):
+            key = request_key(route, msg.payload, max_payload=self._config.max_payload)
+            if not self._owns(key):
+                if busy is not None or self._unowned is None or not self._unowned(key):
+                    return None  # its owner answers it
+                busy = BridgeError(
+                    "no bridge instance is active yet (the cluster is starting); retry",
+                    code="rate_limited",
+                    retryable=True,
+                )
         if isinstance(route, BadRoute):
             self._bad_route(msg, route)
             return None

@@ -84,6 +84,49 @@ class Topics:
         """A tool's private MQTT 5 Response Topic (the bridge never subscribes to it)."""
         return f"{self.base}/bridge/client/{client_id}/response"
 
+    # -- cluster (docs/scale-out.md) ----------------------------------------------------------
+    def instance(self, instance_id: str) -> str:
+        """Retained membership document of one instance."""
+        return f"{self.base}/bridge/instances/{instance_id}"
+
+    @property
+    def instances(self) -> str:
+        """The filter matching every instance's membership document."""
+        return self.instance("+")
+
+    def release(self, instance_id: str) -> str:
+        """Where an instance announces it released the sessions it no longer owns."""
+        return f"{self.base}/bridge/release/{instance_id}"
+
+    @property
+    def releases(self) -> str:
+        """The filter matching every instance's release announcements."""
+        return self.release("+")
+
+    def instance_of(self, topic: str) -> str | None:
+        """The instance id of a membership document topic, else None."""
+        return _leaf_after(topic, f"{self.base}/bridge/instances/")
+
+    def releaser_of(self, topic: str) -> str | None:
+        """The instance id of a release announcement topic, else None."""
+        return _leaf_after(topic, f"{self.base}/bridge/release/")
+
+    def is_bridge_topic(self, topic: str) -> bool:
+        """Whether `topic` is under `<base>/bridge/` (an instance's own, not a session's)."""
+        return topic.startswith(f"{self.base}/bridge/")
+
+    def states(self, service: str) -> str:
+        """The filter matching every retained session state of `service`."""
+        return self.session(service, "+", "state")
+
+    def state_session(self, service: str, topic: str) -> str | None:
+        """The session id of a retained `<base>/<service>/<sid>/state` topic, else None."""
+        head, tail = f"{self.base}/{service}/", "/state"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return None
+        sid = topic[len(head) : -len(tail)]
+        return sid if valid_session_id(sid) else None
+
     # -- sessions (SPEC 2.2, 2.3) -------------------------------------------------------------
     @property
     def ivh_sessions(self) -> str:
@@ -150,6 +193,13 @@ def _parse_shorthand(service: str, session_id: str, leaf: str) -> Route | BadRou
     if not valid_session_id(session_id):
         return BadRoute("the session id in the topic is not valid", action=action)
     return Route(action=action, session_id=session_id, shorthand=True, leaf=leaf)
+
+
+def _leaf_after(topic: str, head: str) -> str | None:
+    if not topic.startswith(head):
+        return None
+    leaf = topic[len(head) :]
+    return leaf if leaf and "/" not in leaf else None
 
 
 _OBJECT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

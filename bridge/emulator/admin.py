@@ -138,6 +138,12 @@ async def get_journal(request: Request) -> JSONResponse:
 
 
 @admin_endpoint
+async def get_stats(request: Request) -> JSONResponse:
+    """GET /emulator/stats: call counts by path, socket counts by session."""
+    return JSONResponse(emulator_state(request).journal.stats.view())
+
+
+@admin_endpoint
 async def clear_journal(request: Request) -> JSONResponse:
     """DELETE /emulator/journal."""
     emulator_state(request).journal.clear()
@@ -174,6 +180,7 @@ def general_routes() -> list[Route]:
         Route("/emulator/reset", reset, methods=["POST"]),
         Route("/emulator/journal", get_journal, methods=["GET"]),
         Route("/emulator/journal", clear_journal, methods=["DELETE"]),
+        Route("/emulator/stats", get_stats, methods=["GET"]),
         Route("/emulator/faults", add_fault, methods=["POST"]),
         Route("/emulator/faults", list_faults, methods=["GET"]),
         Route("/emulator/faults", clear_faults, methods=["DELETE"]),

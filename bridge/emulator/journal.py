@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -41,6 +41,38 @@ def parse_body(raw: bytes) -> Any:
         return raw[:1024].decode("utf-8", "replace")
 
 
+class Stats:
+    """Counts that outlive the bounded entries: API calls by path, and per session the command
+    sockets opened, closed and refused (409 `busy`: a second socket tried while one is open)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.sockets: dict[str, Counter[str]] = {}
+
+    def count(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Count one journal entry."""
+        if kind == "http":
+            self.calls[str(fields.get("path"))] += 1
+            return
+        sid = fields.get("session_id")
+        if kind not in ("ws_open", "ws_close") or not isinstance(sid, str):
+            return
+        counts = self.sockets.setdefault(sid, Counter())
+        if kind == "ws_close":
+            counts["closed"] += 1
+        elif fields.get("status") == 101:
+            counts["opened"] += 1
+        else:
+            counts["refused_busy" if fields.get("status") == 409 else "refused"] += 1
+
+    def view(self) -> dict[str, Any]:
+        """``GET /emulator/stats``."""
+        return {
+            "calls": dict(sorted(self.calls.items())),
+            "sockets": {sid: dict(c) for sid, c in sorted(self.sockets.items())},
+        }
+
+
 class Journal:
     """Last-N entries, also bounded by an approximate byte budget."""
 
@@ -61,12 +93,14 @@ class Journal:
         self._max_bytes = max_bytes
         self._bytes = 0
         self.next_index = 0
+        self.stats = Stats()
 
     def __len__(self) -> int:
         return len(self._indexes)
 
     def record(self, kind: str, *, size: int = 0, **fields: Any) -> None:
         """Append one entry; ``size`` is the payload's byte count, for the memory bound."""
+        self.stats.count(kind, fields)
         index = self.next_index
         entry = {"index": index, "ts": time.time(), "kind": kind, **fields}
         encoded = json.dumps(entry, default=str).encode()  # first: if it fails, nothing is kept
@@ -113,7 +147,8 @@ class Journal:
         return found
 
     def clear(self) -> None:
-        """Forget every entry (the index keeps counting)."""
+        """Forget every entry and count (the index keeps counting)."""
+        self.stats = Stats()
         for column in self._columns:
             column.clear()
         self._costs.clear()

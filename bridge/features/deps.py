@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.core.envelope import Emitter, Publisher
+from bridge.core.membership import Membership
 from bridge.core.observe import CallObserver
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
@@ -35,3 +36,5 @@ class Deps:
     # Desk sessions watched (True) or no longer (False), `(session_id, watched)`: the Desk
     # feature calls each, Home Assistant adds itself.
     desk_watches: list[Callable[[str, bool], None]] = field(default_factory=list)
+    # The cluster membership (docs/scale-out.md), None for a lone instance.
+    membership: Membership | None = None

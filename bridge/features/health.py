@@ -22,9 +22,16 @@ class BridgeFeature:
     name = "bridge"
 
     def __init__(
-        self, *, settings: Settings, topics: Topics, publisher: Publisher, snapshot: Snapshot
+        self,
+        *,
+        settings: Settings,
+        topics: Topics,
+        publisher: Publisher,
+        snapshot: Snapshot,
+        cluster: Snapshot | None = None,
     ) -> None:
         self._settings = settings
+        self._cluster = cluster  # this instance and the live set, in a cluster
         self._topics = topics
         self._publisher = publisher
         self._snapshot = snapshot
@@ -33,7 +40,7 @@ class BridgeFeature:
 
     def info(self, services: list[str]) -> dict[str, Any]:
         """Version, services, protocol and the effective config with secrets redacted."""
-        return {
+        body = {
             "version": __version__,
             "services": services,
             "mqtt_protocol": "5" if self._settings.mqtt.protocol == 5 else "3.1.1",
@@ -41,6 +48,9 @@ class BridgeFeature:
             "started_at": self._started_at,
             "config": self._settings.redacted(),
         }
+        if self._cluster is not None:
+            body["cluster"] = self._cluster()
+        return body
 
     def publish_info(self, services: list[str]) -> None:
         """Retain `bridge/info`."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bridge import __version__
 from bridge.core import jsontext
 from bridge.core.envelope import Publisher, dumps
 from bridge.core.inbound import Inbound
+from bridge.core.membership import Change
 from bridge.core.topics import DiscoveryTopics, Topics, discovery_object_id
 from bridge.features.deps import Deps
 from bridge.features.homeassistant_desk import desk_object_id, desk_session_config
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN = {"name": "tencent2mqtt", "sw": __version__}
 STATUSES = ["preparing", "in_progress", "closed", "failed", "unknown"]
+HA_KEY = "homeassistant"  # the key whose owner publishes the bridge device (cluster)
 LIVE_COUNT = (
     "{{ value_json.sessions | rejectattr('status', 'in', ['closed', 'failed']) | list | count }}"
 )
@@ -47,7 +50,11 @@ class HomeAssistant:
         publisher: Publisher,
         services: list[str],
         settle: float = 15.0,
+        owns: Callable[[str], bool] = lambda _: True,
     ) -> None:
+        # In a cluster the owner of a session publishes its device, the owner of the key
+        # `homeassistant` the bridge device and the sweep (docs/scale-out.md).
+        self._owns = owns
         self._topics = topics
         self._ha = DiscoveryTopics(prefix)
         self._publisher = publisher
@@ -104,7 +111,8 @@ class HomeAssistant:
     async def run(self) -> None:
         """Once the first polls had time to run, clear configs of sessions no longer live."""
         await asyncio.sleep(self._settle)
-        self.sweep()
+        if self._owns(HA_KEY):
+            self.sweep()
 
     def sweep(self) -> None:
         """Clear the retained configs of sessions this bridge does not know as live."""
@@ -115,11 +123,17 @@ class HomeAssistant:
         self._found.clear()
         self._swept = True
 
+    def moved(self, change: Change) -> None:
+        """Cluster: after a move the new owners publish what they now own."""
+        if not change.fenced:
+            self.publish_all()
+
     def publish_all(self) -> None:
         """Publish the bridge device and every live session device."""
-        self._publisher.set_retained(
-            self._ha.device_config(self._bridge_id), dumps(self.bridge_config())
-        )
+        if self._owns(HA_KEY):
+            self._publisher.set_retained(
+                self._ha.device_config(self._bridge_id), dumps(self.bridge_config())
+            )
         for sid in self._sessions:
             self._publish_session(sid)
         for sid in self._desk:
@@ -149,13 +163,15 @@ class HomeAssistant:
         sid = after.session_id
         if after.terminal:
             object_id = self._sessions.pop(sid, None)
-            if object_id is not None:
+            if object_id is not None and self._owns(sid):
                 self._publisher.clear_retained(self._ha.device_config(object_id))
         elif sid not in self._sessions:
             self._sessions[sid] = discovery_object_id("tencent2mqtt", self._topics.base, "ivh", sid)
             self._publish_session(sid)
 
     def _publish_session(self, sid: str) -> None:
+        if not self._owns(sid):
+            return
         topic = self._ha.device_config(self._sessions[sid])
         self._publisher.set_retained(topic, dumps(self.session_config(sid)))
 
@@ -254,7 +270,10 @@ def build_homeassistant(deps: Deps, services: list[str]) -> HomeAssistant | None
         publisher=deps.publisher,
         services=services,
         settle=max(1.0, 3 * deps.settings.ivh.poll_interval),
+        owns=deps.ownership.owns,
     )
     deps.session_changes.append(ha.session_changed)
     deps.desk_watches.append(ha.desk_watched)
+    if deps.membership is not None:  # a move: the new owners publish what they now own
+        deps.membership.listeners.append(ha.moved)
     return ha

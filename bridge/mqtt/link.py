@@ -74,10 +74,19 @@ class MqttLink:
         subscriptions: list[str],
         outbox: int = 100_000,
         waiting: int = 10_000,
+        will: bytes | None = None,
+        reassert: Callable[[str], bool] | None = None,
     ) -> None:
         self._config = config
         self._topics = topics
         self._subscriptions = subscriptions
+        # Which retained topics a reconnect re-asserts (None: all). In a cluster only the
+        # instance's own bridge topics: a session's state may have moved to another owner
+        # meanwhile, and re-asserting the old one would overwrite the newer.
+        self._reassert = reassert
+        self._will = (
+            will or OFFLINE_LOST
+        )  # a clustered instance's will names it (docs/scale-out.md)
         self._outbox: deque[Outbound] = deque()
         self._outbox_max = outbox
         self._wake = asyncio.Event()
@@ -97,6 +106,7 @@ class MqttLink:
         self.reconnects = 0
         self.dropped = 0
         self.on_connect: list[Callable[[], None]] = []
+        self.on_disconnect: list[Callable[[], None]] = []  # the link was lost (fencing)
 
     # -- Publisher -----------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, correlation_data: bytes | None = None) -> None:
@@ -210,6 +220,9 @@ class MqttLink:
     def _lost(self, exc: BaseException) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        if was_connected:
+            for callback in self.on_disconnect:
+                callback()
         log.warning(
             "MQTT %s %s:%d: %s",
             "connection lost to" if was_connected else "cannot connect to",
@@ -250,7 +263,14 @@ class MqttLink:
             callback()
         self._retained.pop(self._topics.state, None)
         self._retained = {self._topics.state: ONLINE, **self._retained}
-        pending = [m for m in self._outbox if not (m.retain and m.topic in self._retained)]
+        keep = self._reassert
+        if keep is not None:
+            self._retained = {t: p for t, p in self._retained.items() if keep(t)}
+        pending = [
+            m
+            for m in self._outbox
+            if not (m.retain and (m.topic in self._retained or (keep and not keep(m.topic))))
+        ]
         self._outbox.clear()
         for topic, payload in self._retained.items():
             self._enqueue(Outbound(topic, payload, True))
@@ -374,9 +394,11 @@ class MqttLink:
         await self._stop.wait()
         raise _Stop
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Publish `offline`/`shutdown`, flush the outbox (bounded), disconnect cleanly."""
-        self.set_retained(self._topics.state, OFFLINE_SHUTDOWN)
+    async def close(self, grace: float = 5.0, *, offline: bool = True) -> None:
+        """Publish `offline`/`shutdown` (unless another instance stays: `offline=False`),
+        flush the outbox (bounded), disconnect cleanly."""
+        if offline:
+            self.set_retained(self._topics.state, OFFLINE_SHUTDOWN)
         if self.connected.is_set():
             try:
                 await asyncio.wait_for(self._idle.wait(), grace)
@@ -394,7 +416,7 @@ class MqttLink:
             "username": cfg.username,
             "password": cfg.password.get_secret_value() if cfg.password else None,
             "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            "will": aiomqtt.Will(self._topics.state, OFFLINE_LOST, qos=1, retain=self._will_retain),
+            "will": aiomqtt.Will(self._topics.state, self._will, qos=1, retain=self._will_retain),
             "keepalive": cfg.keepalive,
             "timeout": 10.0,
             "tls_context": tls_context(cfg) if cfg.tls else None,

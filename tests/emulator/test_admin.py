@@ -241,3 +241,17 @@ async def test_admin_status_moves(emu: Emulator, client: httpx.AsyncClient) -> N
     ).status_code == 404
     bad = await client.post("/emulator/ivh/sessions", content=b"{nope")
     assert bad.status_code == 400
+
+
+async def test_stats_count_calls_and_sockets_per_session(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    sid = await started_session(client, emu)
+    first = await open_channel(emu, sid)
+    with pytest.raises(InvalidStatus):  # a second socket while one is open: 409
+        await open_channel(emu, sid)
+    await first.close()
+    await asyncio.sleep(0.1)
+    stats = (await client.get("/emulator/stats")).json()
+    assert stats["sockets"][sid] == {"opened": 1, "refused_busy": 1, "closed": 1}
+    assert stats["calls"]["/v2/ivh/sessionmanager/sessionmanagerservice/startsession"] == 1

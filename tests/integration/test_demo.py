@@ -19,8 +19,8 @@ from tests.support.mqtt_probe import Probe
 SUB_LINE = re.compile(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+) -t 'tencent2mqtt/#' -v")
 
 
-async def start_demo(*args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "TENCENT2MQTT_CONFIG": "", "PYTHONUNBUFFERED": "1"}
+async def start_demo(*args: str, **extra: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "TENCENT2MQTT_CONFIG": "", "PYTHONUNBUFFERED": "1", **extra}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "demo", "--no-color", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -79,6 +79,16 @@ async def test_demo_runs_the_whole_script_and_exits_0() -> None:
     assert not [line for line in lines if '"status":"error"' in line]
     assert "step failed" not in text
     assert text.rstrip().endswith("demo stopped: bridge, emulator and broker are down")
+
+
+async def test_the_demo_runs_as_one_instance_of_a_cluster() -> None:
+    cluster = {"TENCENT2MQTT_CLUSTER__ENABLED": "true", "TENCENT2MQTT_CLUSTER__SETTLE": "0.5"}
+    proc = await start_demo("--once", "--pace", "0", **cluster)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "bridge/instances/" in text and '"active"' in text  # its membership document
+    assert "step failed" not in text and '"status":"error"' not in text
 
 
 async def test_ctrl_c_stops_everything_it_started() -> None:

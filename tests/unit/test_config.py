@@ -335,3 +335,27 @@ def _toml(data: dict[str, object], prefix: str = "") -> str:
     for key, value in tables:
         out += _toml(value, f"{prefix}.{key}" if prefix else key)
     return out
+
+
+def test_cluster_defaults_follow_the_mqtt_section() -> None:
+    alone = Settings(mqtt={"client_id": "kiosk-7", "base_topic": "fleet"})
+    assert not alone.cluster.enabled and alone.cluster.settle == 2.0
+    assert alone.instance_id() == "kiosk-7" and alone.cluster_group() == "fleet"
+    named = Settings(cluster={"enabled": True, "instance_id": "b1", "group": "g"})
+    assert named.instance_id() == "b1" and named.cluster_group() == "g"
+    assert named.redacted()["cluster"] == {
+        "enabled": True,
+        "instance_id": "b1",
+        "group": "g",
+        "settle": 2.0,
+    }
+
+
+def test_a_bad_instance_id_or_settle_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[cluster]\ninstance_id = "a/b"\nsettle = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    problems = caught.value.problems
+    assert any(p.startswith("cluster.instance_id") for p in problems), problems
+    assert any(p.startswith("cluster.settle") for p in problems), problems

@@ -91,3 +91,34 @@ def test_bridge_env_and_healthcheck(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "TENCENT2MQTT_HTTP__LISTEN=0.0.0.0:9100" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "127.0.0.1:9100/healthz" in dockerfile
     assert "127.0.0.1:9100:9100" in service("bridge")
+
+
+CLUSTER = (ROOT / "docker-compose.cluster.yml").read_text()
+
+
+def _cluster_service(name: str) -> str:
+    match = re.search(rf"^  {name}:\n((?:    .*\n|\n)*)", CLUSTER, re.MULTILINE)
+    assert match, name
+    return match.group(1)
+
+
+def test_cluster_compose_runs_three_instances_like_the_single_one() -> None:
+    assert "\t" not in CLUSTER
+    for line in CLUSTER.splitlines():
+        assert (len(line) - len(line.lstrip(" "))) % 2 == 0, line
+    services = set(re.findall(r"^  ([\w-]+):$", CLUSTER, re.M))
+    assert {"mosquitto", "bridge-1", "bridge-2", "bridge-3", "emulator"} <= services
+    assert _cluster_service("mosquitto") == service("mosquitto")
+    assert _cluster_service("emulator").split("command:")[1] == service("emulator").split(
+        "command:"
+    )[1].replace("/emulator/state", "/emulator/stats", 1)
+    ids, client_ids, ports = set(), set(), set()
+    for n in (1, 2, 3):
+        block = _cluster_service(f"bridge-{n}")
+        assert 'TENCENT2MQTT_CLUSTER__ENABLED: "true"' in block
+        ids.add(re.search(r"CLUSTER__INSTANCE_ID: (\S+)", block).group(1))  # type: ignore[union-attr]
+        client_ids.add(re.search(r"MQTT__CLIENT_ID: (\S+)", block).group(1))  # type: ignore[union-attr]
+        ports.add(re.search(r'"127.0.0.1:(\d+):9100"', block).group(1))  # type: ignore[union-attr]
+        assert "env_file: ${BRIDGE_ENV:-docker/bridge.env}" in block
+        assert "build: ." in block and "stop_grace_period:" in block
+    assert len(ids) == len(client_ids) == len(ports) == 3  # each instance its own

@@ -21,6 +21,7 @@ from bridge.cli.demo.kiosk import Kiosk, KioskFailed
 from bridge.cli.demo.monitor import Monitor
 from bridge.config import Settings
 from bridge.core.topics import Topics
+from bridge.core.waits import until
 from bridge.emulator import Emulator, EmulatorConfig
 from bridge.mqtt.toolclient import ToolClient
 
@@ -85,6 +86,8 @@ def bridge_settings(opts: DemoOptions, url: str, emu: Emulator, http_port: int) 
         },
         "bridge": {"health_interval": 30.0, "shutdown_timeout": 5.0},
         "http": {"listen": f"127.0.0.1:{http_port}"},
+        # `[cluster]` as configured: the demo bridge is then one instance of a cluster
+        "cluster": opts.settings.cluster.model_dump(),
     }
     return Settings(**data)
 
@@ -129,6 +132,8 @@ async def _with_bridge(
         )
         bridge = asyncio.create_task(app.run(app_stop), name="demo-bridge")
         printer = asyncio.create_task(monitor.run(), name="demo-monitor")
+        if app.cluster is not None:  # requests wait for an owner: an active instance
+            await until(lambda: bool(app.ownership.active), 30)
         outcome = await _script(opts, kiosk, stop)
         app_stop.set()
         await asyncio.wait_for(bridge, settings.bridge.shutdown_timeout + 10)

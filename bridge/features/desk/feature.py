@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.core.actions import action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
+from bridge.core.inbound import Inbound
+from bridge.core.membership import Change
+from bridge.core.waits import until
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk import handover
 from bridge.features.desk.callbacks import CallbackReceiver, Notification
@@ -49,6 +54,11 @@ class DeskFeature:
         self._emitter = deps.emitter
         self._topics = deps.topics
         self._owns = deps.ownership.owns
+        self._membership = deps.membership
+        # In a cluster: the bodies this instance retained lately (their echo is not news)
+        self._mine: dict[str, deque[bytes]] = {}
+        if deps.membership is not None:
+            deps.membership.listeners.append(self._moved)
         self._states: dict[str, StateKey] = {}
         self._streams: dict[str, SessionStream] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -226,7 +236,7 @@ class DeskFeature:
             self._states[sid] = key if key[1] is not None else before  # type: ignore[assignment]
         elif before != key:
             self._states[sid] = key
-            self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
+            self._retain_state(sid, body)
             self._emitter.emit(
                 "desk",
                 sid,
@@ -258,7 +268,7 @@ class DeskFeature:
             "agent_id": None,
             "updated_at": now_iso(),
         }
-        self._publisher.set_retained(self._topics.desk_state(sid), dumps(body))
+        self._retain_state(sid, body)
         self._emitter.emit(
             "desk",
             sid,
@@ -268,6 +278,90 @@ class DeskFeature:
             after="ended",
         )
 
+    def _retain_state(self, sid: str, body: dict[str, Any]) -> None:
+        """Retain `<base>/desk/<sid>/state`; in a cluster with the watch (docs/scale-out.md: watches
+        outlive the instance that received them, so the watch lives on the broker)."""
+        if self._membership is not None:
+            every = self._watcher.interval(sid)
+            body["watch"] = {"interval": every} if every is not None else None
+        raw = dumps(body)
+        if self._membership is not None:
+            self._mine.setdefault(sid, deque(maxlen=8)).append(raw)
+        self._publisher.set_retained(self._topics.desk_state(sid), raw)
+
+    def _share_watch(self, sid: str) -> None:
+        if self._membership is None:
+            return
+        known = self._states.get(sid)
+        state, raw_state, agent_id = known if known is not None else (None, None, None)
+        body = {"session_id": sid, "state": state, "raw_state": raw_state, "agent_id": agent_id}
+        self._retain_state(sid, {**body, "updated_at": now_iso()})
+
+    # -- cluster (docs/scale-out.md) -----------------------------------------------------------
+    def subscriptions(self) -> list[str]:
+        """In a cluster: every Desk state (the last state seen and the watch)."""
+        return [self._topics.states("desk")] if self._membership is not None else []
+
+    def handles(self, msg: Inbound) -> bool:
+        """Learn a retained Desk state another instance published (cluster only)."""
+        if self._membership is None:
+            return False
+        sid = self._topics.state_session("desk", msg.topic)
+        if sid is None:
+            return False
+        if msg.payload not in self._mine.get(sid, ()):
+            self._learn(sid, msg.payload)
+        return True
+
+    def _learn(self, sid: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload) if payload else {}
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        state = doc.get("state")
+        if isinstance(state, str):
+            self._states[sid] = (state, doc.get("raw_state"), doc.get("agent_id"))
+        watch = doc.get("watch")
+        every = watch.get("interval") if isinstance(watch, dict) else None
+        if isinstance(every, int | float) and every > 0 and state != "ended":
+            if self._watcher.interval(sid) != every:
+                self._watcher.watch(sid, float(every))
+        elif "watch" in doc or not payload or state == "ended":
+            self._watcher.unwatch(sid)
+
+    def owned(self) -> int:
+        """Desk sessions this instance watches or streams."""
+        owned = {sid for sid in self._watcher.watched if self._owns(sid)}
+        owned.update(sid for sid, s in self._streams.items() if s.open and self._owns(sid))
+        return len(owned)
+
+    def _moved(self, change: Change) -> None:
+        """Fenced: drop every stream now, without a call (the new owner starts a new message)."""
+        if not change.fenced:
+            return
+        lost = BridgeError(
+            "the bridge lost its MQTT connection", code="channel_unavailable", retryable=True
+        )
+        for stream in self._streams.values():
+            stream.drop(lost)
+        for task in list(self._senders):
+            task.cancel()
+        self._streams.clear()
+
+    async def release(self, change: Change) -> None:
+        """Finish (`Finish: 1`) the open messages of sessions that moved away, then forget
+        them; bounded by `request_timeout`."""
+        moved = [s for sid, s in self._streams.items() if not self._owns(sid)]
+        for stream in moved:
+            if stream.finish_for_move() is not None:
+                self._kick(stream)
+        await until(lambda: not any(s.depth or s.running for s in moved), self._cfg.request_timeout)
+        for stream in moved:
+            if self._streams.get(stream.session_id) is stream and not self._owns(stream.session_id):
+                del self._streams[stream.session_id]
+
     # -- watching -----------------------------------------------------------------------------
     @action("desk/watch")
     async def watch(self, payload: Watch) -> dict[str, Any]:
@@ -276,6 +370,7 @@ class DeskFeature:
             return await self.unwatch(Unwatch(session_id=payload.session_id))
         every = self._watcher.watch(payload.session_id, payload.interval)
         self._watch_changed(payload.session_id, True)
+        self._share_watch(payload.session_id)
         return {"session_id": payload.session_id, "watching": True, "interval": every}
 
     @action("desk/unwatch")
@@ -284,6 +379,7 @@ class DeskFeature:
         was = self._watcher.unwatch(payload.session_id)
         if was:
             self._watch_changed(payload.session_id, False)
+        self._share_watch(payload.session_id)
         return {"session_id": payload.session_id, "watching": False, "was_watching": was}
 
     # -- handover and history (docs/protocol.md B.5) -------------------------------------------
@@ -342,9 +438,14 @@ class DeskFeature:
         if stream.running or self._tg is None:
             return
         stream.running = True
-        task = self._tg.create_task(stream.drain(), name=f"desk-stream:{stream.session_id}")
+        task = self._tg.create_task(self._drain(stream), name=f"desk-stream:{stream.session_id}")
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
+
+    async def _drain(self, stream: SessionStream) -> None:
+        if self._membership is not None and self._owns(stream.session_id):
+            await self._membership.handover.gate(stream.session_id)  # the old owner finishes
+        await stream.drain()
 
     def _finished(self, sid: str, result: dict[str, Any]) -> None:
         self._emitter.emit("desk", sid, "stream_finished", result)

@@ -189,6 +189,22 @@ class SessionStream:
     def _reset(self) -> None:
         self.msg_key, self.chunks, self.calls = None, 0, 0
 
+    def finish_for_move(self) -> asyncio.Future[dict[str, Any] | None] | None:
+        """End the message before the session moves to another instance (docs/scale-out.md):
+        an empty chunk with Finish, unless nothing is open or a finish is queued already."""
+        if not (self.open or self._pending) or (self._pending and self._pending[-1].finish):
+            return None
+        done = self.add("", finish=True, reason="moved")
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return done
+
+    def drop(self, exc: BridgeError) -> None:
+        """Forget everything without a call (fencing): queued chunks fail with `exc`; the
+        message left open is not finished, the next chunk starts a new one."""
+        _fail(list(self._pending), exc)
+        self._pending.clear()
+        self._reset()
+
     def idle_finish(self) -> asyncio.Future[dict[str, Any] | None]:
         """End an open message that has been quiet too long (an empty chunk with Finish)."""
         done = self.add("", finish=True, reason="idle")

@@ -79,6 +79,9 @@ class ChannelHost(Protocol):
     def downstream(self, session_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Publish one downstream frame as an event."""
 
+    # Optional: `async def channel_gate(session_id)`, awaited before the first socket (a
+    # cluster's new owner waits there for the previous owner's release, docs/scale-out.md).
+
 
 @dataclass(frozen=True, kw_only=True)
 class ChannelSettings:
@@ -140,6 +143,9 @@ class SessionChannel:
         attempt, reason = 0, None
         delays = self._delays()
         try:
+            gate = getattr(self._host, "channel_gate", None)
+            if gate is not None:  # a moved session: the previous owner closes first
+                await gate(self.session_id)
             while not self._closed:
                 if attempt and not await self._host.session_open(self.session_id):
                     reason = "session closed"

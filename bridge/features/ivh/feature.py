@@ -13,6 +13,10 @@ from bridge.config import Settings
 from bridge.core.actions import Empty, action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
+from bridge.core.inbound import Inbound
+from bridge.core.membership import Change
+from bridge.core.ownership import POLL_KEY
+from bridge.core.waits import until
 from bridge.errors import BridgeError, ChannelError, RequestError, UpstreamError
 from bridge.features.ivh import frames
 from bridge.features.ivh.channel import ChannelSettings, SessionChannel
@@ -52,12 +56,17 @@ class IvhFeature:
         self._emitter = deps.emitter
         self._publisher = deps.publisher
         self._topics = deps.topics
+        self._owns = deps.ownership.owns
+        self._membership = deps.membership
+        clustered = deps.membership is not None
         self._tracker = SessionTracker(
             publisher=deps.publisher,
             emitter=deps.emitter,
             topics=deps.topics,
             closed_retention=self._cfg.closed_retention,
             on_transition=self._transition,
+            learning=clustered,
+            snapshot_owner=(lambda: self._owns(POLL_KEY)) if clustered else None,
         )
         self._ws_base = self._cfg.channel.url or default_channel_url(self._cfg.base_url)
         self._channel_settings = _channel_settings(deps.settings)
@@ -65,7 +74,9 @@ class IvhFeature:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._utterances = Utterances()
-        self._owns = deps.ownership.owns
+        self._polling = False  # this instance owns the listing poll (always, alone)
+        if deps.membership is not None:
+            deps.membership.listeners.append(self._moved)
         self._locks: dict[str, asyncio.Lock] = {}
         self._condition = Condition(name="ivh", logger=log)
         self._listeners = deps.session_changes
@@ -84,8 +95,16 @@ class IvhFeature:
 
     async def _poll_loop(self) -> None:
         while True:
-            await self.poll_once()
-            self._tracker.expire()
+            if self._owns(POLL_KEY):  # one poller in a cluster; the others learn the states
+                if not self._polling:
+                    self._polling = True
+                    if self._membership is not None:
+                        self._tracker.republish_all()
+                await self.poll_once()
+                self._tracker.expire()
+            else:
+                self._polling = False
+                self._tracker.expire(publish=False)
             await asyncio.sleep(self._cfg.poll_interval)
 
     async def poll_once(self) -> None:
@@ -117,6 +136,69 @@ class IvhFeature:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._http.aclose()
+
+    # -- cluster (docs/scale-out.md) -----------------------------------------------------------
+    def subscriptions(self) -> list[str]:
+        """In a cluster: every session state, to learn what the poll owner and others saw."""
+        return [self._topics.states("ivh")] if self._membership is not None else []
+
+    def handles(self, msg: Inbound) -> bool:
+        """Take a retained session state published by an instance (cluster only)."""
+        if self._membership is None:
+            return False
+        sid = self._topics.state_session("ivh", msg.topic)
+        if sid is None:
+            return False
+        self._tracker.learn(sid, msg.payload)
+        return True
+
+    def owned(self) -> int:
+        """Live sessions whose channel this instance holds or would hold."""
+        return sum(1 for sid in self._tracker.live_ids() if self._owns(sid))
+
+    def _moved(self, change: Change) -> None:
+        """The active set changed: drop everything when fenced, else open what was gained
+        (each waits for its release, `channel_gate`); `release` closes what was lost."""
+        if change.fenced:
+            for sid in list(self._channels):
+                self._drop_channel(sid)
+            return
+        if not self._cfg.channel.auto_connect:
+            return
+        for sid in self._tracker.live_ids():
+            state = self._tracker.get(sid)
+            if (
+                state is not None
+                and state.drivable
+                and sid not in self._channels
+                and self._owns(sid)
+            ):
+                self._channel(sid)
+
+    async def release(self, change: Change) -> None:
+        """Close the channels of sessions this instance no longer owns, once the drives they
+        had already taken are on the socket (bounded by `request_timeout`)."""
+        lost = [sid for sid in self._channels if not self._owns(sid)]
+        holding = [c for sid in lost if (c := self._channels.get(sid)) is not None]
+        await until(lambda: not any(c.queue_depth for c in holding), self._cfg.request_timeout)
+        tasks = [t for sid in lost if (t := self._drop_channel(sid)) is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def _drop_channel(self, sid: str) -> asyncio.Task[None] | None:
+        self._utterances.forget(sid)
+        channel = self._channels.pop(sid, None)
+        if channel is not None:
+            channel.close()
+        task = self._tasks.pop(sid, None)
+        if task is not None:
+            task.cancel()
+        return task
+
+    async def channel_gate(self, session_id: str) -> None:
+        """Before a channel's first socket: wait for the previous owner's release."""
+        if self._membership is not None:
+            await self._membership.handover.gate(session_id)
 
     def status(self) -> dict[str, Any]:
         """The `ivh` part of bridge/health."""
@@ -164,10 +246,13 @@ class IvhFeature:
             return
         task = self._tg.create_task(channel.run(), name=f"ivh-channel:{sid}")
         self._tasks[sid] = task
-        task.add_done_callback(lambda _: self._forget_channel(sid, channel))
+        task.add_done_callback(lambda done: self._forget_channel(sid, channel, done))
 
-    def _forget_channel(self, sid: str, channel: SessionChannel) -> None:
-        self._tasks.pop(sid, None)
+    def _forget_channel(
+        self, sid: str, channel: SessionChannel, task: asyncio.Task[None] | None = None
+    ) -> None:
+        if task is None or self._tasks.get(sid) is task:
+            self._tasks.pop(sid, None)
         if self._channels.get(sid) is channel:
             del self._channels[sid]
 
@@ -188,7 +273,9 @@ class IvhFeature:
         return not state.terminal
 
     def channel_state(self, session_id: str, state: dict[str, Any]) -> None:
-        """Retain `<base>/ivh/<sid>/channel`."""
+        """Retain `<base>/ivh/<sid>/channel` (only the session's owner, in a cluster)."""
+        if self._membership is not None and not self._owns(session_id):
+            return
         self._publisher.set_retained(self._topics.ivh_channel(session_id), dumps(state))
 
     def downstream(self, session_id: str, event_type: str, data: dict[str, Any]) -> None:

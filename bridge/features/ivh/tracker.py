@@ -9,8 +9,10 @@ their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -115,6 +117,8 @@ class SessionTracker:
         topics: Topics,
         closed_retention: float,
         on_transition: Transition,
+        learning: bool = False,
+        snapshot_owner: Callable[[], bool] | None = None,
     ) -> None:
         self._publisher = publisher
         self._emitter = emitter
@@ -129,6 +133,12 @@ class SessionTracker:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._refused: set[str] = set()  # session ids not fit for a topic, each logged once
         self._acted: dict[str, float] = {}  # sessions an action updated, and when (monotonic)
+        # In a cluster (docs/scale-out.md) the tracker also learns the states other instances
+        # publish; the bodies it published itself are remembered a while, so that the echo of
+        # an older one never overwrites a newer state.
+        self._learning = learning
+        self._mine: dict[str, deque[bytes]] = {}
+        self._snapshot_owner = snapshot_owner
 
     def get(self, session_id: str) -> SessionState | None:
         """The last known state of a session."""
@@ -188,6 +198,8 @@ class SessionTracker:
         self._states[state.session_id] = state
         self._signatures[state.session_id] = state.signature()
         self._bodies[state.session_id] = body
+        if self._learning:
+            self._mine.setdefault(state.session_id, deque(maxlen=8)).append(body)
         self._publisher.set_retained(self._topics.ivh_state(state.session_id), body)
         self._snapshot_dirty = True
         self._events(before, state)
@@ -262,21 +274,62 @@ class SessionTracker:
         else:
             self._closed_at.pop(after.session_id, None)
 
+    def learn(self, session_id: str, payload: bytes) -> None:
+        """A retained state another instance published (cluster): known now, not re-published;
+        the transition still runs (the session's owner opens or closes its channel)."""
+        if not self._learning or payload in self._mine.get(session_id, ()):
+            return
+        if not payload:
+            self._forget(session_id)
+            return
+        state = _parse_state(session_id, payload)
+        before = self._states.get(session_id)
+        if state is None or (before is not None and before.signature() == state.signature()):
+            return
+        if before is not None and before.terminal and not state.terminal:
+            return
+        self._states[session_id] = state
+        self._signatures[session_id] = state.signature()
+        self._bodies[session_id] = payload
+        self._snapshot_dirty = True
+        if state.terminal:
+            self._closed_at.setdefault(session_id, time.monotonic())
+        self._on_transition(before, state)
+        self._flush_soon()
+
+    def live_ids(self) -> list[str]:
+        """Session ids not closed or failed."""
+        return [sid for sid, s in self._states.items() if not s.terminal]
+
+    def republish_all(self) -> None:
+        """Publish every known state and the snapshot again (a new poll owner: the broker may
+        have lost them, e.g. restarted without persistence)."""
+        for sid, body in self._bodies.items():
+            self._publisher.set_retained(self._topics.ivh_state(sid), body)
+        self._snapshot_dirty = True
+        self.flush()
+
     # -- outputs --------------------------------------------------------------------------------
-    def expire(self) -> None:
-        """Clear the retained topics of sessions closed longer than `closed_retention`."""
+    def expire(self, *, publish: bool = True) -> None:
+        """Clear the retained topics of sessions closed longer than `closed_retention`
+        (`publish=False`: only forget them; another instance clears them)."""
         limit = time.monotonic() - self._retention
         for sid in [s for s, at in self._closed_at.items() if at <= limit]:
-            del self._closed_at[sid]
-            self._acted.pop(sid, None)
-            self._states.pop(sid, None)
-            self._signatures.pop(sid, None)
-            self._bodies.pop(sid, None)
-            self._publisher.clear_retained(self._topics.ivh_state(sid))
-            self._publisher.clear_retained(self._topics.ivh_channel(sid))
-            self._emitter.forget("ivh", sid)
-            self._snapshot_dirty = True
+            self._forget(sid)
+            if publish:
+                self._publisher.clear_retained(self._topics.ivh_state(sid))
+                self._publisher.clear_retained(self._topics.ivh_channel(sid))
         self.flush()
+
+    def _forget(self, sid: str) -> None:
+        self._closed_at.pop(sid, None)
+        self._acted.pop(sid, None)
+        self._states.pop(sid, None)
+        self._signatures.pop(sid, None)
+        self._bodies.pop(sid, None)
+        self._mine.pop(sid, None)
+        self._emitter.forget("ivh", sid)
+        self._snapshot_dirty = True
 
     def flush(self) -> None:
         """Publish the retained `sessions` snapshot if anything in it changed."""
@@ -285,6 +338,8 @@ class SessionTracker:
             self._flush_handle = None
         if not self._snapshot_dirty:
             return
+        if self._snapshot_owner is not None and not self._snapshot_owner():
+            return  # the poll owner publishes the snapshot (docs/scale-out.md)
         self._snapshot_dirty = False
         # Joined from each session's serialised state: a snapshot of 10,000 costs a join.
         sessions = b",".join(self._bodies.values())
@@ -292,3 +347,15 @@ class SessionTracker:
         self._publisher.set_retained(
             self._topics.ivh_sessions, b'{"sessions":[%s],%s' % (sessions, updated)
         )
+
+
+def _parse_state(session_id: str, payload: bytes) -> SessionState | None:
+    """A retained state as published by an instance; None when it is not one."""
+    try:
+        doc = json.loads(payload)
+        if not isinstance(doc, dict) or doc.get("session_id") != session_id:
+            return None
+        fields_of: dict[str, Any] = {name: doc.get(name) for name in _FIELDS}
+        return SessionState(**fields_of)
+    except (ValueError, TypeError):
+        return None

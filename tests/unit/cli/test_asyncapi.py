@@ -124,3 +124,13 @@ def test_topics_command_writes_asyncapi(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert errors(doc) == []
     assert "ha_status" in doc["channels"]
+
+
+def test_a_cluster_document_has_the_membership_topics_and_stays_valid() -> None:
+    settings = Settings(cluster={"enabled": True})
+    doc = asyncapi(settings, all_action_specs())
+    assert errors(doc) == []
+    member = doc["channels"]["cluster_instance"]
+    assert member["address"] == "tencent2mqtt/bridge/instances/{instance_id}"
+    assert set(member["parameters"]) == {"instance_id"}
+    assert doc["channels"]["cluster_release"]["address"].endswith("/bridge/release/{instance_id}")

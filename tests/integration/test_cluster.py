@@ -1,0 +1,310 @@
+"""Scale-out (docs/scale-out.md): three real bridge processes, a real mosquitto, the emulator.
+
+Each test starts the three instances b0, b1, b2 with `cluster.enabled`, a 2 s keepalive and a
+0.5 s settle, and checks what the emulator saw (calls, sockets per session) and what the broker
+carried (documents, answers, events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from bridge.emulator import Emulator
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator
+from tests.support.cluster import (
+    KEEPALIVE,
+    Cluster,
+    active,
+    all_active,
+    calls,
+    docs,
+    owner_of,
+    socket_stats,
+    until,
+)
+from tests.support.mqtt_probe import Probe, response_properties
+
+NAMES = ["b0", "b1", "b2"]
+
+
+class Running:
+    """The emulator, its admin client, the cluster and a probe, for one test."""
+
+    def __init__(self, emu: Emulator, admin: Admin, cluster: Cluster, probe: Probe) -> None:
+        self.emu, self.admin, self.cluster, self.probe = emu, admin, cluster, probe
+
+    async def sessions(self, count: int) -> list[str]:
+        """`count` IVH sessions, in progress and started, each with its channel connected."""
+        body = await self.admin.call("POST", "/ivh/sessions", {"count": count})
+        sids = list(body["session_ids"])
+        await until(
+            lambda: all(self.emu.state.channels.get(s) is not None for s in sids),
+            20,
+            f"{count} channels",
+        )
+        return sids
+
+
+@pytest.fixture
+async def running(broker: Broker, base: str, tmp_path: Path) -> AsyncIterator[Running]:
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            yield Running(emu, admin, cluster, probe)
+        finally:
+            cluster.stop_all()
+
+
+def _channels_by_owner(sids: list[str], names: list[str]) -> Counter[str]:
+    return Counter(owner_of(s, names) for s in sids)
+
+
+async def test_membership_documents_wills_and_the_last_offline(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            for name, doc in docs(probe).items():
+                assert set(doc) == {"state", "version", "started_at", "owns"}, (name, doc)
+            health = await probe.request("bridge/health_check")
+            assert set(health["data"]["cluster"]["live"]) == set(NAMES), health
+            assert health["data"]["cluster"]["instance_id"] in NAMES
+            info = probe.on("bridge/info")[-1]
+            assert info["cluster"]["instance_id"] in NAMES
+            mark = len(probe.messages)
+            cluster.signal("b2", signal.SIGKILL)
+            will = await probe.wait_json(
+                "bridge/state", lambda s: s.get("instance") == "b2", 2 * KEEPALIVE
+            )
+            assert will == {"state": "offline", "reason": "connection_lost", "instance": "b2"}
+            await until(lambda: "b2" not in docs(probe), 5, "b2's document cleared")
+            await probe.wait_for(
+                lambda m: m.topic == f"{base}/bridge/state" and m.json() == {"state": "online"},
+                5,
+                start=mark,
+            )
+            assert (await probe.request("bridge/health_check"))["status"] == "ok"
+            assert await cluster.terminate("b1") == 0
+            await until(lambda: "b1" not in docs(probe), 5, "b1's document cleared")
+            assert probe.on("bridge/state")[-1] == {"state": "online"}  # b0 is still active
+            assert await cluster.terminate("b0") == 0
+            await until(lambda: not docs(probe), 5, "every document cleared")
+            await probe.wait_json("bridge/state", lambda s: s["state"] == "offline")
+            assert probe.on("bridge/state")[-1] == {"state": "offline", "reason": "shutdown"}
+        finally:
+            cluster.stop_all()
+
+
+async def test_24_sessions_get_24_sockets_spread_over_all_three(running: Running) -> None:
+    sids = await running.sessions(24)
+    await asyncio.sleep(1.0)  # nothing more happens: no second socket, no reconnect
+    stats = socket_stats(running.emu)
+    assert sorted(running.emu.state.channels) == sorted(sids)
+    for sid in sids:
+        assert stats[sid].get("opened") == 1, (sid, stats[sid], running.cluster.logs())
+        assert not stats[sid].get("refused_busy"), (sid, stats[sid])
+    spread = _channels_by_owner(sids, NAMES)
+    assert set(spread) == set(NAMES), spread
+    await until(lambda: sum(d["owns"] for d in docs(running.probe).values()) == 24, 5, "owns == 24")
+    owns = {name: doc["owns"] for name, doc in docs(running.probe).items()}
+    assert owns == dict(spread), owns
+
+
+async def test_300_mixed_requests_get_300_answers_and_300_upstream_calls(
+    running: Running, broker: Broker, base: str
+) -> None:
+    sids = await running.sessions(6)
+    desk_sid = await running.admin.desk_session(state="chatbot")
+    before = calls(running.emu, "statsession") + calls(running.emu, "get_session_state")
+    reply_topic = f"{base}/bridge/client/t-{uuid.uuid4().hex[:6]}/response"
+    answers: list[dict[str, Any]] = []
+    async with (
+        aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V311) as old,
+        aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as new,
+    ):
+        await old.subscribe(f"{base}/bridge/response/#", qos=1)
+        await new.subscribe(reply_topic, qos=1)
+        collect = [
+            asyncio.create_task(_collect(old, answers)),
+            asyncio.create_task(_collect(new, answers)),
+        ]
+        for i in range(300):
+            sid = sids[i % len(sids)]
+            action, body = (
+                ("desk/get_session_state", {"session_id": desk_sid})
+                if i % 5 == 0
+                else ("ivh/get_session", {"session_id": sid})
+            )
+            topic = f"{base}/bridge/request/{action}"
+            if i % 2:  # MQTT 5 with a Response Topic and Correlation Data
+                props = response_properties(reply_topic, f"c{i}".encode())
+                await new.publish(topic, json.dumps(body), qos=1, properties=props)
+            else:  # MQTT 3.1.1 with a transaction
+                await old.publish(topic, json.dumps({**body, "transaction": f"t{i}"}), qos=1)
+        await until(lambda: len(answers) >= 300, 20, "300 answers")
+        await asyncio.sleep(0.5)  # and not one more
+        for task in collect:
+            task.cancel()
+    keys = Counter(a["key"] for a in answers)
+    assert len(answers) == 300 and len(keys) == 300, keys.most_common(3)
+    assert all(a["status"] == "ok" for a in answers), [a for a in answers if a["status"] != "ok"]
+    after = calls(running.emu, "statsession") + calls(running.emu, "get_session_state")
+    assert after - before == 300
+
+
+async def _collect(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
+    async for msg in client.messages:
+        body = json.loads(bytes(msg.payload))
+        corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+        key = body.get("transaction") or (corr.decode() if corr else None)
+        into.append({"key": key, "status": body.get("status")})
+
+
+async def test_bad_input_gets_one_answer_from_one_instance(running: Running) -> None:
+    probe = running.probe
+    mark = len(probe.messages)
+    await probe.publish("bridge/request/ivh/get_session", b"{not json")
+    await probe.publish("bridge/request/ivh/nope", {"transaction": "u1"})
+    await probe.publish("ivh/bad%20id/text", b"hello")
+    await asyncio.sleep(1.5)
+    responses = [m.json() for m in probe.messages[mark:] if "/bridge/response/" in m.topic]
+    codes = Counter(r["error"]["code"] for r in responses)
+    assert codes == {"invalid_json": 1, "unknown_action": 1, "invalid_session_id": 1}, responses
+
+
+async def test_desk_watch_is_polled_once_per_interval_with_one_event_per_change(
+    running: Running,
+) -> None:
+    sid = await running.admin.desk_session(state="chatbot")
+    watched = await running.probe.request("desk/watch", {"session_id": sid, "interval": 0.5})
+    assert watched["status"] == "ok", watched
+    await running.probe.wait_json(f"desk/{sid}/state", lambda s: s.get("state") == "chatbot")
+    start = _desk_polls(running.emu, sid)
+    await asyncio.sleep(3.0)
+    polls = _desk_polls(running.emu, sid) - start
+    assert 4 <= polls <= 8, polls  # ~6 at 0.5 s: one instance polls, not three
+    await running.admin.desk_state(sid, "agent", agent_id="a1")
+    await running.probe.wait_json(f"desk/{sid}/state", lambda s: s.get("state") == "agent")
+    await asyncio.sleep(1.5)
+    events = [e for e in running.probe.on(f"desk/{sid}/event") if e["type"] == "state_changed"]
+    assert [e["after"] for e in events] == ["chatbot", "agent"], events
+
+
+def _desk_polls(emu: Emulator, sid: str) -> int:
+    entries = emu.state.journal.entries(path="get_session_state", kind="http", limit=100_000)
+    return sum(1 for e in entries if e.get("session_id") == sid)
+
+
+async def test_sigkill_of_the_busiest_moves_its_channels_in_time(running: Running) -> None:
+    sids = await running.sessions(24)
+    spread = _channels_by_owner(sids, NAMES)
+    busiest = spread.most_common(1)[0][0]
+    theirs = [s for s in sids if owner_of(s, NAMES) == busiest]
+    opened = {s: socket_stats(running.emu)[s].get("opened", 0) for s in theirs}
+    running.cluster.signal(busiest, signal.SIGKILL)
+    loop = asyncio.get_running_loop()
+    killed = loop.time()
+    await until(
+        lambda: (
+            all(socket_stats(running.emu)[s].get("opened", 0) > opened[s] for s in theirs)
+            and all(s in running.emu.state.channels for s in theirs)
+        ),
+        1.5 * KEEPALIVE + 5,
+        "the busiest instance's sessions to have channels again",
+    )
+    took = loop.time() - killed
+    survivors = [n for n in NAMES if n != busiest]
+    assert active(running.probe) == set(survivors)
+    assert took < 1.5 * KEEPALIVE + 5, took
+
+
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_the_request_command_against_a_cluster(
+    running: Running, broker: Broker, base: str, protocol: int
+) -> None:
+    mark = len(running.probe.messages)
+    code, out, err = await cli(broker.url, base, "ivh/list_sessions", "{}", protocol=protocol)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "ok"
+    await asyncio.sleep(0.5)
+    # one instance answered: on 3.1.1 the shared response topic carries exactly one answer
+    shared = [
+        m for m in running.probe.messages[mark:] if m.topic.endswith("response/ivh/list_sessions")
+    ]
+    assert len(shared) == (1 if protocol == 4 else 0), shared
+    assert calls(running.emu, "listsessionofuin") > 0
+
+
+async def test_shorthand_json_with_transaction_and_expiry(running: Running) -> None:
+    (sid,) = await running.sessions(1)
+    probe = running.probe
+    future = time.time() + 60
+    await probe.publish(f"ivh/{sid}/get", {"transaction": "g1", "expires_at": future})
+    await probe.publish(f"ivh/{sid}/get", {"transaction": "g2", "expires_at": 1})
+    await asyncio.sleep(1.5)
+    replies = {r["transaction"]: r for r in probe.on("bridge/response/ivh/get_session")}
+    assert replies["g1"]["status"] == "ok", replies
+    assert replies["g2"]["error"]["code"] == "expired", replies
+    assert len(probe.on("bridge/response/ivh/get_session")) == 2
+
+
+async def cli(url: str, base: str, *args: str, protocol: int) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "TENCENT2MQTT_CONFIG": "",
+        "TENCENT2MQTT_MQTT__URL": url,
+        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
+        "TENCENT2MQTT_MQTT__PROTOCOL": str(protocol),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "request", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_while_the_cluster_starts_a_request_gets_one_retry_answer(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path, n=2, TENCENT2MQTT_CLUSTER__SETTLE="4")
+        cluster.start_all()
+        try:
+            await until(
+                lambda: (
+                    {d["state"] for d in docs(probe).values()} == {"joining"}
+                    and len(docs(probe)) == 2
+                ),
+                15,
+                "two joining",
+            )
+            early = await probe.request("ivh/list_sessions", {}, 5)
+            await all_active(probe, ["b0", "b1"])
+            later = await probe.request("ivh/list_sessions", {}, 5)
+            await asyncio.sleep(0.5)
+        finally:
+            cluster.stop_all()
+    assert early["status"] == "error" and early["error"]["code"] == "rate_limited", early
+    assert early["error"]["retryable"] is True
+    assert later["status"] == "ok", later
+    assert len(probe.on("bridge/response/ivh/list_sessions")) == 2  # one answer each

@@ -1,0 +1,244 @@
+"""Scale-out under faults (docs/scale-out.md): three real bridge processes on a real mosquitto
+and the emulator; rolling restarts under load, a Desk stream across a restart, a frozen owner,
+an instance rejoining with its id, and a broker restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from bridge.emulator import Emulator
+from tests.support import figures
+from tests.support.broker import Broker
+from tests.support.cloud import Admin, emulator
+from tests.support.cluster import (
+    KEEPALIVE,
+    Cluster,
+    active,
+    all_active,
+    calls,
+    owner_of,
+    socket_stats,
+    until,
+)
+from tests.support.mqtt_probe import Probe
+
+NAMES = ["b0", "b1", "b2"]
+
+
+async def _sessions(admin: Admin, emu: Emulator, count: int) -> list[str]:
+    body = await admin.call("POST", "/ivh/sessions", {"count": count})
+    sids = list(body["session_ids"])
+    await _all_channels(emu, sids, 20)
+    return sids
+
+
+async def _all_channels(emu: Emulator, sids: list[str], timeout: float) -> None:
+    await until(lambda: all(s in emu.state.channels for s in sids), timeout, "every channel")
+
+
+def _no_second_socket(emu: Emulator, sids: list[str]) -> None:
+    stats = socket_stats(emu)
+    busy = {s: stats[s] for s in sids if stats.get(s, {}).get("refused_busy")}
+    assert not busy, f"second sockets refused: {busy}"
+
+
+class Load:
+    """Requests at a steady rate, each with its own transaction; answers counted by it."""
+
+    def __init__(self, probe: Probe, sids: list[str], desk_sid: str, rate: float) -> None:
+        self._probe, self._sids, self._desk, self._rate = probe, sids, desk_sid, rate
+        self.sent: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        i = 0
+        while True:
+            tx = f"r{i}-{uuid.uuid4().hex[:4]}"
+            if i % 4 == 0:
+                action, body = "desk/get_session_state", {"session_id": self._desk}
+            else:
+                action, body = "ivh/get_session", {"session_id": self._sids[i % len(self._sids)]}
+            self.sent.append(tx)
+            await self._probe.publish(f"bridge/request/{action}", {**body, "transaction": tx})
+            i += 1
+            await asyncio.sleep(1 / self._rate)
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def answers(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for action in ("desk/get_session_state", "ivh/get_session"):
+            for r in self._probe.on(f"bridge/response/{action}"):
+                out[r.get("transaction")] += 1
+        return out
+
+    def errors(self) -> list[dict[str, object]]:
+        return [
+            r
+            for action in ("desk/get_session_state", "ivh/get_session")
+            for r in self._probe.on(f"bridge/response/{action}")
+            if r.get("status") != "ok"
+        ]
+
+
+async def test_rolling_restart_under_20_requests_per_second(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            sids = await _sessions(admin, emu, 9)
+            desk_sid = await admin.desk_session(state="chatbot")
+            before = calls(emu, "statsession") + calls(emu, "get_session_state")
+            load = Load(probe, sids, desk_sid, rate=20)
+            load.start()
+            await asyncio.sleep(1.0)
+            for name in NAMES:
+                assert await cluster.terminate(name) == 0, cluster.logs()
+                cluster.start(name)
+                await all_active(probe, NAMES)
+                await asyncio.sleep(0.5)
+            await load.stop()
+            await until(lambda: len(load.answers()) >= len(load.sent), 10, "every answer")
+            await asyncio.sleep(0.5)
+            await _all_channels(emu, sids, 10)
+        finally:
+            cluster.stop_all()
+        answers = load.answers()
+        assert set(answers) == set(load.sent), set(load.sent) - set(answers)
+        assert all(n == 1 for n in answers.values()), answers.most_common(3)
+        assert not load.errors(), load.errors()[:3]
+        after = calls(emu, "statsession") + calls(emu, "get_session_state")
+        # every request once upstream; the channels' reconnect checks call statsession too
+        reconnect_checks = sum(c.get("opened", 0) - 1 for c in socket_stats(emu).values())
+        assert after - before - len(load.sent) <= max(0, reconnect_checks), after - before
+        _no_second_socket(emu, sids)
+        figures.add("cluster_rolling_restart_requests", len(load.sent))
+
+
+async def test_desk_stream_exact_across_a_restart_of_its_owner(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            sid = await admin.desk_session(state="agent", agent_id="a1")
+            streamer = owner_of(sid, NAMES)
+            other = next(n for n in NAMES if n != streamer)
+            words = [f"w{i} " for i in range(120)]
+            restarts = {30: other, 70: streamer}  # a restart of another, then of the owner
+            for i, word in enumerate(words):
+                await probe.publish(f"desk/{sid}/stream", word.encode())
+                await asyncio.sleep(0.03)
+                if i in restarts:
+                    assert await cluster.terminate(restarts[i]) == 0
+                    cluster.start(restarts[i])
+                    await all_active(probe, NAMES)
+            done = await probe.request(
+                "desk/send_stream", {"session_id": sid, "chunk": "end", "finish": True}, 15
+            )
+            assert done["status"] == "ok", done
+        finally:
+            cluster.stop_all()
+        messages = list(emu.state.desk.live[sid].messages)
+        text = "".join("".join(m.chunks) for m in messages)
+        assert text == "".join(words) + "end"
+        assert len(messages) >= 2  # the owner's restart finished one and began another
+
+
+async def test_sigstop_then_sigcont_of_an_owner(broker: Broker, base: str, tmp_path: Path) -> None:
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            sids = await _sessions(admin, emu, 12)
+            frozen = Counter(owner_of(s, NAMES) for s in sids).most_common(1)[0][0]
+            theirs = [s for s in sids if owner_of(s, NAMES) == frozen]
+            opened = {s: socket_stats(emu)[s].get("opened", 0) for s in theirs}
+            cluster.signal(frozen, signal.SIGSTOP)
+            await probe.wait_json(
+                "bridge/state", lambda s: s.get("instance") == frozen, 1.5 * KEEPALIVE + 5
+            )
+            await until(lambda: frozen not in active(probe), 5, "the frozen one removed")
+            await asyncio.sleep(1.0)  # survivors try; the frozen one still holds the sockets
+            woke = asyncio.get_running_loop().time()
+            cluster.signal(frozen, signal.SIGCONT)
+            await until(
+                lambda: all(socket_stats(emu)[s].get("opened", 0) > opened[s] for s in theirs),
+                5,
+                "the survivors to open the channels once the woken one closed them",
+            )
+            took = asyncio.get_running_loop().time() - woke
+            await all_active(probe, NAMES)  # it rejoined
+            await _all_channels(emu, sids, 10)
+            log = cluster.procs[frozen].log()
+        finally:
+            cluster.stop_all()
+        assert "dropping all session work" in log, log[-3000:]
+        assert took < 5
+        figures.add("cluster_sigstop_takeovers")
+
+
+async def test_an_instance_rejoining_with_its_id(broker: Broker, base: str, tmp_path: Path) -> None:
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            await all_active(probe, NAMES)
+            sids = await _sessions(admin, emu, 12)
+            cluster.signal("b1", signal.SIGKILL)
+            cluster.start("b1")  # at once: its will and its new document race
+            await until(lambda: active(probe) == set(NAMES), 20, "b1 active again")
+            await asyncio.sleep(1.5)
+            await _all_channels(emu, sids, 10)
+            answer = await probe.request("ivh/get_session", {"session_id": sids[0]})
+        finally:
+            cluster.stop_all()
+        assert answer["status"] == "ok", answer
+        assert sorted(emu.state.channels) == sorted(sids)
+
+
+async def test_a_broker_restart_while_three_run(
+    own_broker: Broker, base: str, tmp_path: Path
+) -> None:
+    async with emulator() as emu, Admin(emu) as admin:
+        cluster = Cluster(own_broker, base, emu, tmp_path)
+        cluster.start_all()
+        try:
+            async with Probe(own_broker.port, base) as probe:
+                await all_active(probe, NAMES)
+                sids = await _sessions(admin, emu, 9)
+            own_broker.kill()
+            await asyncio.sleep(1.0)
+            own_broker.start()
+            async with Probe(own_broker.port, base) as probe:
+                await all_active(probe, NAMES, 20)
+                await _all_channels(emu, sids, 15)
+                answers = [
+                    await probe.request("ivh/get_session", {"session_id": s}, 10) for s in sids
+                ]
+                await probe.wait_json(
+                    f"ivh/{sids[0]}/state", lambda s: s["status"] == "in_progress", 10
+                )
+                await asyncio.sleep(0.5)
+                replies = probe.on("bridge/response/ivh/get_session")
+        finally:
+            cluster.stop_all()
+        assert all(a["status"] == "ok" for a in answers), answers
+        assert len(replies) == len(sids)  # one answer each
+        figures.add("broker_restarts")

@@ -1,0 +1,233 @@
+"""Membership as pure logic on a fake clock (docs/scale-out.md): three instances fed the same
+stream of documents agree on every owner; joining settles, leaving moves on the echo, a will or
+a cleared document removes an instance, a freeze or a lost link fences."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bridge.core.membership import (
+    ACTIVE,
+    JOINING,
+    LEAVING,
+    Change,
+    Membership,
+    parse_doc,
+    will_instance,
+)
+from bridge.core.ownership import Ownership, owner
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Node:
+    """One instance: its membership and what it published."""
+
+    def __init__(self, name: str, clock: Clock, settle: float = 2.0) -> None:
+        self.ownership = Ownership(name, clustered=True)
+        self.published: list[str] = []
+        self.changes: list[Change] = []
+        self.m = Membership(
+            ownership=self.ownership,
+            settle=settle,
+            freeze_limit=1.0,
+            clock=clock,
+            publish_doc=self.published.append,
+        )
+        self.m.listeners.append(self.changes.append)
+
+
+def doc(state: str) -> bytes:
+    return json.dumps({"state": state, "version": "x", "started_at": "t", "owns": 0}).encode()
+
+
+def advance(clock: Clock, nodes: list[Node], seconds: float) -> None:
+    """Let time pass with the ticks running (every 0.2 s), as the feature does."""
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now = min(end, clock.now + 0.2)
+        for node in nodes:
+            node.m.tick()
+
+
+def deliver(nodes: list[Node], instance: str, payload: bytes) -> None:
+    for node in nodes:
+        node.m.on_doc(instance, payload)
+
+
+def test_joining_owns_nothing_until_settled_and_echoed() -> None:
+    clock = Clock()
+    a = Node("a", clock)
+    a.m.connected()
+    assert a.published == [JOINING]
+    deliver([a], "a", doc(JOINING))
+    assert not a.ownership.owns("s1")
+    advance(clock, [a], 1.0)
+    assert a.m.state == JOINING
+    advance(clock, [a], 1.1)
+    assert a.published[-1] == ACTIVE and a.m.state == ACTIVE
+    deliver([a], "a", doc(ACTIVE))  # the echo: the others see it now too
+    assert a.ownership.owns("s1")
+
+
+def _cluster(clock: Clock, names: tuple[str, ...] = ("a", "b", "c")) -> list[Node]:
+    nodes = [Node(n, clock) for n in names]
+    for node in nodes:
+        node.m.connected()
+    advance(clock, nodes, 2.1)
+    for node in nodes:
+        deliver(nodes, node.m.me, doc(ACTIVE))
+    return nodes
+
+
+def test_the_same_stream_gives_every_instance_the_same_owner() -> None:
+    clock = Clock()
+    nodes = _cluster(clock)
+    keys = [f"s{i}" for i in range(300)]
+    for key in keys:
+        assert sum(n.ownership.owns(key) for n in nodes) == 1
+    counts = [sum(n.ownership.owns(k) for k in keys) for n in nodes]
+    assert all(counts), counts  # spread over all three
+
+
+def test_leaving_moves_keys_on_the_echo_not_before() -> None:
+    clock = Clock()
+    a, b, c = nodes = _cluster(clock)
+    mine = [k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k)]
+    a.m.leave()
+    assert a.published[-1] == LEAVING
+    assert all(a.ownership.owns(k) for k in mine)  # the others still see it active
+    deliver(nodes, "a", doc(LEAVING))
+    assert not any(a.ownership.owns(k) for k in mine)
+    assert all(b.ownership.owns(k) or c.ownership.owns(k) for k in mine)
+    assert b.m.others_active()  # c is active
+
+
+def test_a_will_removes_the_instance_and_only_its_keys_move() -> None:
+    clock = Clock()
+    a, b, _c = _cluster(clock)
+    keys = [f"s{i}" for i in range(200)]
+    before = {k: owner(k, {"a", "b", "c"}) for k in keys}
+    assert b.m.on_will("c") and a.m.on_will("c")  # survivors clear c's document
+    for k in keys:
+        now = owner(k, a.ownership.active)
+        assert now == owner(k, b.ownership.active)
+        if before[k] != "c":
+            assert now == before[k]
+    assert "c" not in a.m.live()
+
+
+def test_a_new_owner_waits_for_the_release_or_settle() -> None:
+    clock = Clock()
+    a, b = _cluster(clock, ("a", "b"))
+    key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
+    deliver([a, b], "a", doc(LEAVING))
+    assert b.ownership.owns(key)
+    assert b.m.handover.waits_for(key) == "a"
+    b.m.on_release("a")
+    assert b.m.handover.waits_for(key) is None
+
+
+def test_a_new_owner_does_not_wait_for_a_dead_one() -> None:
+    clock = Clock()
+    a, b = _cluster(clock, ("a", "b"))
+    key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
+    b.m.on_will("a")
+    assert b.ownership.owns(key) and b.m.handover.waits_for(key) is None
+
+
+def test_the_gate_opens_after_settle_at_most() -> None:
+    async def scenario() -> None:
+        a, b = _cluster(Clock(), ("a", "b"))
+        key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
+        deliver([a, b], "a", doc(LEAVING))
+        b.m.handover._settle = 0.05
+        b.m.handover._clock = asyncio.get_running_loop().time
+        b.m.handover.changed(frozenset({"a", "b"}), {"a", "b"})
+        async with asyncio.timeout(1):
+            await b.m.handover.gate(key)
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_link_fences_and_a_reconnect_joins_again() -> None:
+    clock = Clock()
+    a, _b = _cluster(clock, ("a", "b"))
+    a.m.disconnected()
+    assert a.changes[-1].fenced and a.ownership.active == frozenset()
+    assert not any(a.ownership.owns(f"s{i}") for i in range(50))
+    a.m.connected()
+    assert a.m.state == JOINING
+    deliver([a], "a", doc(ACTIVE))  # its old document, still retained
+    deliver([a], "b", doc(ACTIVE))
+    assert not any(a.ownership.owns(f"s{i}") for i in range(50))  # not before it settles
+
+
+def test_a_frozen_process_fences_itself_before_acting() -> None:
+    clock = Clock()
+    a, _ = _cluster(clock, ("a", "b"))
+    a.ownership.guard = a.m.fresh
+    key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
+    clock.now += 10  # SIGSTOP ... SIGCONT: no tick ran
+    assert not a.ownership.owns(key)
+    assert any(c.fenced for c in a.changes) and a.m.state == JOINING and a.m.fences == 1
+
+
+def test_an_instance_whose_document_is_cleared_rejoins() -> None:
+    clock = Clock()
+    a, _b = _cluster(clock, ("a", "b"))
+    a.m.on_doc("a", b"")  # a survivor saw a stale will of a and cleared its document
+    assert a.m.state == JOINING and a.published[-1] == JOINING and a.m.fences == 1
+
+
+def test_split_views_converge_on_the_stream() -> None:
+    """b missed c's document for a while (it reconnected): it owns less, never more, than the
+    others think; once the stream delivers the document the views agree."""
+    clock = Clock()
+    a, b, c = _cluster(clock)
+    b.m.on_doc("c", b"")  # b's view lacks c (split)
+    keys = [f"s{i}" for i in range(200)]
+    doubled = [k for k in keys if a.ownership.owns(k) and b.ownership.owns(k)]
+    assert not doubled  # a and b still agree about each other: rendezvous moves only c's
+    b.m.on_doc("c", doc(ACTIVE))
+    assert all(sum(n.ownership.owns(k) for n in (a, b, c)) == 1 for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("payload", "state"),
+    [(b"", None), (b"{", None), (b"[]", None), (b'{"state":"x"}', None), (doc(ACTIVE), ACTIVE)],
+)
+def test_parse_doc(payload: bytes, state: str | None) -> None:
+    assert parse_doc(payload) == state
+
+
+def test_will_instance() -> None:
+    will = b'{"state":"offline","reason":"connection_lost","instance":"b1"}'
+    assert will_instance(will) == "b1"
+    assert will_instance(b'{"state":"offline","reason":"shutdown","instance":"b1"}') is None
+    assert will_instance(b'{"state":"online"}') is None
+    assert will_instance(b"nonsense") is None
+
+
+def test_while_nobody_is_active_one_joining_instance_answers_retry() -> None:
+    clock = Clock()
+    a, b = Node("a", clock), Node("b", clock)
+    for node in (a, b):
+        node.m.connected()
+    deliver([a, b], "a", doc(JOINING))
+    deliver([a, b], "b", doc(JOINING))
+    keys = [f"s{i}" for i in range(50)]
+    assert all(a.ownership.answers_unowned(k) != b.ownership.answers_unowned(k) for k in keys)
+    assert not any(a.ownership.owns(k) or b.ownership.owns(k) for k in keys)
+    advance(clock, [a, b], 2.1)
+    deliver([a, b], "a", doc(ACTIVE))
+    assert not any(n.ownership.answers_unowned(k) for n in (a, b) for k in keys)
