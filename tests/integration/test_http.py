@@ -238,12 +238,12 @@ async def test_readyz_asks_desk_with_a_real_call_when_nothing_else_tells(
         async with running(settings_for(broker.url, base, **sections)) as app:
             await until_logged(caplog, "auth_failed")
             for _ in range(5):
-                calls = len(await admin.journal("get_session_state"))
+                calls = len(await admin.journal("get_session_state", own_checks=True))
                 response = await get(app, "/readyz")
                 assert response.status_code == 503
                 assert response.json()["checks"] == {"mqtt": True, "desk": False}
                 async with asyncio.timeout(5):  # each probe started a real call
-                    while len(await admin.journal("get_session_state")) == calls:
+                    while len(await admin.journal("get_session_state", own_checks=True)) == calls:
                         await asyncio.sleep(0.02)
     said = [r for r in caplog.records if r.name.startswith("bridge") and "auth_failed" in r.message]
     assert len(said) == 1  # once per change of state, not per call
@@ -256,10 +256,10 @@ async def test_readyz_does_not_call_desk_when_a_call_just_told(broker: Broker, b
         async with running(settings_for(broker.url, base, **sections)) as app:
             ready = await until_ready(app, True)
             assert ready.json()["checks"]["desk"] is True
-            calls = len(await admin.journal("get_session_state"))
+            calls = len(await admin.journal("get_session_state", own_checks=True))
             assert calls == 1  # the check at start
             await get(app, "/readyz")
-            assert len(await admin.journal("get_session_state")) == calls
+            assert len(await admin.journal("get_session_state", own_checks=True)) == calls
 
 
 async def test_an_outage_and_its_recovery_are_each_logged_once(

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from bridge.emulator import Emulator, EmulatorConfig
+from bridge.features.desk.feature import VERIFY_SESSION
 from tests.support import leaks
 
 
@@ -70,10 +71,14 @@ class Admin:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    async def journal(self, path: str = "") -> list[dict[str, Any]]:
-        """Journal entries whose path contains `path`."""
+    async def journal(self, path: str = "", *, own_checks: bool = False) -> list[dict[str, Any]]:
+        """Journal entries whose path contains `path`; the bridge's own Desk credentials
+        checks (at start, for /readyz) only with `own_checks`, since no command caused them."""
         body = await self.call("GET", f"/journal?path={path}")
-        return list(body["entries"] if isinstance(body, dict) else body)
+        entries = list(body["entries"] if isinstance(body, dict) else body)
+        if own_checks:
+            return entries
+        return [e for e in entries if e.get("session_id") != VERIFY_SESSION]
 
     async def set_ivh_status(self, sid: str, status: int) -> None:
         """Move an IVH session to `status`."""
