@@ -63,6 +63,9 @@ class MqttConfig(Section):
     clean_start: bool = True
     session_expiry: int = Field(default=0, ge=0)
     reconnect_max_delay: PositiveFloat = 30.0
+    # paho's hot paths done on its private state (bridge/mqtt/fastpath.py), used only with the
+    # paho releases they were verified against; off: paho's own code (docs/performance.md).
+    fast_path: bool = True
 
     @field_validator("protocol", "qos", mode="before")
     @classmethod
