@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -352,10 +353,11 @@ async def test_a_broker_without_retained_messages_gets_everything_unretained(
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("protocol", [5, 4])
 async def test_both_ways_of_driving_paho_carry_messages_both_ways(
-    own_broker: Broker, base: str, fast_path: bool, protocol: int
+    own_broker: Broker, base: str, fast_path: bool, protocol: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The fast path on and off (paho's own code alone), in one run: requests in, in order,
     with their properties; publishes out, in order, each once."""
+    caplog.set_level(logging.INFO, logger="bridge.mqtt.fastpath")
     inbox = _Kept()
     v5 = aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -372,6 +374,9 @@ async def test_both_ways_of_driving_paho_carry_messages_both_ways(
                 extra = props if protocol == 5 and i % 2 else None
                 await peer.publish(f"{base}/bridge/request/x", b"%d" % i, 1, properties=extra)
             await _until(lambda: len(inbox.taken) == 50)
+    said = [r.getMessage() for r in caplog.records if r.name == "bridge.mqtt.fastpath"]
+    assert len(said) == 1
+    assert said[0].startswith("MQTT fast path on" if fast_path else "MQTT fast path off")
     assert [int(p) for p in got] == list(range(300))
     assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(50)]
     expected = [b"c" if protocol == 5 and i % 2 else None for i in range(50)]
