@@ -108,6 +108,7 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     lines = workdir / "mqttlink-lines"
     lines.parent.mkdir(parents=True, exist_ok=True)
     lines.write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(count)))
+    (workdir / "mqttlink-broker").mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(workdir / "mqttlink-broker")
     broker.start()
     try:
