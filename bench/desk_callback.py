@@ -52,7 +52,7 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     async with stack(workdir / "desk_callback", **settings) as s:
         events = Events()
         s.mqtt.on_message = events.arrived
-        await s.mqtt.client.subscribe(f"{s.base}/desk/+/event", qos=1)
+        await s.mqtt.subscribe(f"{s.base}/desk/+/event", qos=1)
         url = f"http://127.0.0.1:{port}{path}"
         sdkappid = str(s.emulator.info["sdkappid"])
         _say("callback path")

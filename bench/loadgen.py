@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.mqtt.fastpath import LeanWriter, lean_reads
-from bridge.mqtt.transport import no_topic_callbacks, write_from_loop
-
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+from bridge.mqtt.fastpath import VERIFIED, PahoFastPath, paho_version
+from bridge.mqtt.session import PahoSession
 
 
 @dataclass
@@ -57,20 +55,18 @@ async def paced(rate: float, count: int, fire: Callable[[int], None]) -> float:
     return time.perf_counter() - start
 
 
-def mqtt_client(port: int, name: str, *, inflight: int = 0) -> aiomqtt.Client:
-    """An MQTT 5 client on the private broker, with TCP_NODELAY. No in-flight limit by default:
-    paho walks every message in flight on each PUBACK while one is set."""
-    return aiomqtt.Client(
-        "127.0.0.1",
-        port,
-        identifier=f"bench-{name}-{uuid.uuid4().hex[:6]}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NODELAY,
-        max_inflight_messages=inflight,
-        max_queued_incoming_messages=0,
-        max_queued_outgoing_messages=0,
-        timeout=30,
+def mqtt_session(port: int, name: str) -> PahoSession:
+    """An MQTT 5 session for the private broker, on the bridge's fast path whatever the bridge
+    runs with (so that an A/B of the bridge's setting changes one side only). No in-flight
+    limit: paho walks every message in flight on each PUBACK while one is set."""
+    client = Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-{name}-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
     )
+    client.max_inflight_messages_set(0)
+    fast = PahoFastPath(client) if paho_version() in VERIFIED else None
+    return PahoSession(client, fast=fast, timeout=30)
 
 
 class MqttRequester:
@@ -79,31 +75,31 @@ class MqttRequester:
     def __init__(self, port: int, base: str, *, qos: int = 1) -> None:
         self.base = base
         self.qos = qos
-        self._client = mqtt_client(port, "req")
+        self._port = port
         self._pending: dict[int, float] = {}
         self._ids = itertools.count(1)
         self.outcome = Outcome()
         self.on_message: Callable[[str, Any, float], None] | None = None
         self._last_rx = 0.0
-        self._writer: LeanWriter | None = None
+        self._session: PahoSession | None = None
 
     async def __aenter__(self) -> MqttRequester:
-        await self._client.__aenter__()
-        write_from_loop(self._client)  # as the bridge does: no self-pipe write per publish
-        self._client._client.on_message = self._arrived  # as the bridge does: no queue, no task
-        no_topic_callbacks(self._client)  # and no reference cycle per reply
-        lean_reads(self._client)  # and its lean reader
-        self._writer = LeanWriter(self._client._client)  # and its lean QoS 1 publish
-        await self._client.subscribe(f"{self.base}/bridge/response/#", qos=1)
+        session = mqtt_session(self._port, "req")
+        session.client.on_message = self._arrived  # as the bridge does: no queue, no task
+        await session.connect("127.0.0.1", self._port, keepalive=60)
+        await session.subscribe([(f"{self.base}/bridge/response/#", 1)])
+        self._session = session
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.__aexit__(None, None, None)
+        if self._session is not None:
+            await self._session.disconnect()
+            self._session = None
 
-    @property
-    def client(self) -> aiomqtt.Client:
-        """The connected client, for extra subscriptions."""
-        return self._client
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Receive `topic` too (its messages reach `on_message`)."""
+        assert self._session is not None, "not connected"
+        await self._session.subscribe([(topic, qos)])
 
     def reset(self) -> Outcome:
         """Start a new run; returns the previous run's outcome."""
@@ -121,9 +117,9 @@ class MqttRequester:
         self.outcome.sent += 1
 
     def publish_now(self, topic: str, body: bytes) -> None:
-        """A non-blocking publish, as the bridge's (aiomqtt's `publish` would await each PUBACK)."""
-        assert self._writer is not None, "not connected"
-        self._writer.publish(topic, body, self.qos, False, None)
+        """A non-blocking publish, as the bridge's (not awaiting each PUBACK)."""
+        assert self._session is not None, "not connected"
+        self._session.publish(topic, body, self.qos, False, None)
 
     def _arrived(self, *args: Any) -> None:
         """paho's on_message (client, userdata, message), called as the socket is read."""

@@ -76,6 +76,9 @@ class MqttConfig(Section):
     clean_start: bool = True
     session_expiry: int = Field(default=0, ge=0, le=2**32 - 1)  # MQTT 5: four bytes
     reconnect_max_delay: Seconds = 30.0
+    # paho's hot paths done on its private state (bridge/mqtt/fastpath.py), used only with the
+    # paho releases they were verified against; off: paho's own code (docs/performance.md).
+    fast_path: bool = True
 
     @model_validator(mode="before")
     @classmethod

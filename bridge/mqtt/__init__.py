@@ -1,1 +1,2 @@
-"""The MQTT link and the short-lived tool client: the only package that imports paho or aiomqtt."""
+"""The MQTT link, the paho session under it, its fast path and the short-lived tool client: the
+only package that imports paho."""

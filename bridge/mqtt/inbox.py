@@ -1,8 +1,8 @@
 """What the MQTT link receives: `Inbound` messages, handed to an `Inbox` in arrival order.
 
 The link takes each message from paho's `on_message` callback (`from_paho`) and gives it to the
-inbox at once; aiomqtt's queue and iterator cost a task, two waits and three more loop passes
-per message. Only while the inbox is full do messages wait, in order, in an `InboundQueue`.
+inbox at once: a queue and an iterator between them would cost a task, waits and more loop
+passes per message. Only while the inbox is full do messages wait, in order, in an `InboundQueue`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import asyncio
 import logging
 from collections import deque
 from typing import Any
-
-import aiomqtt
 
 from bridge.core.inbound import Inbound, Inbox
 
@@ -67,16 +65,6 @@ def _offer(inbox: Inbox, msg: Inbound) -> bool:
     except Exception:  # logged and passed over: never a stuck line, never into paho's loop
         log.exception("MQTT: cannot take an inbound message on %s", msg.topic[:200])
         return True
-
-
-def inbound(message: aiomqtt.Message) -> Inbound:
-    """An aiomqtt message as an `Inbound`."""
-    payload = message.payload
-    if isinstance(payload, str):
-        payload = payload.encode()
-    elif not isinstance(payload, bytes | bytearray):
-        payload = b"" if payload is None else str(payload).encode()
-    return _inbound(message.topic.value, payload, message.retain, message.qos, message.properties)
 
 
 def from_paho(message: Any) -> Inbound:

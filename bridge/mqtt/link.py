@@ -1,9 +1,9 @@
 """The MQTT link: will, birth, reconnect, resubscribe, re-assert, publish with v5 properties.
 
-Every use of aiomqtt lives in this module, `bridge.mqtt.transport` (what the link does at paho's
-level: writing, windows, packet sizes, TLS), `bridge.mqtt.inbox` (what it receives, in order),
-`bridge.mqtt.fastpath` (paho's hot read and publish paths) and `bridge.mqtt.toolclient` (short-lived
-clients).
+paho is driven through its public external-loop API by `bridge.mqtt.session.PahoSession`, one
+per connection; `bridge.mqtt.transport` has what the link does at paho's level (windows, packet
+sizes, TLS), `bridge.mqtt.inbox` what it receives, in order, and `bridge.mqtt.fastpath` paho's hot
+read and publish paths, used when `mqtt.fast_path` is on and paho is a verified release.
 Publishes are non-blocking: they go to paho at once when nothing waits before them, else into a
 bounded outbox that a drain task hands to paho while connected, in order, with a window of
 messages awaiting their acknowledgement (re-queued in order if the connection ends first).
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.config import MqttConfig
@@ -27,19 +28,16 @@ from bridge.core.backoff import backoff
 from bridge.core.envelope import dumps
 from bridge.core.inbound import Inbox
 from bridge.core.topics import Topics
-from bridge.mqtt.fastpath import LeanWriter, lean_reads
+from bridge.mqtt import fastpath
 from bridge.mqtt.inbox import InboundQueue, from_paho
+from bridge.mqtt.session import MqttCodeError, MqttError, PahoSession, Subscription
 from bridge.mqtt.transport import (
     INFLIGHT,
     RETAIN_NOT_SUPPORTED,
-    close_socket,
     connect_properties,
-    no_topic_callbacks,
     publish_size,
     tls_context,
-    until_disconnected,
     window_for,
-    write_from_loop,
 )
 
 log = logging.getLogger(__name__)
@@ -95,7 +93,8 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._inbound = InboundQueue(waiting)
         self._unacked: dict[int, Outbound] = {}  # PUBACK awaited, by message id
-        self._writer: LeanWriter | None = None  # publishes while the drain task runs
+        self._writer: PahoSession | None = None  # publishes while the drain task runs
+        self._fast = fastpath.enabled(config.fast_path)  # checked (and logged) once
         self._window = INFLIGHT  # publishes awaiting their acknowledgement at most
         self.refused = 0  # messages no broker would take (a wildcard topic, too large)
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5)
@@ -179,19 +178,20 @@ class MqttLink:
     async def _connections(self) -> None:
         delays = backoff(0.2, self._config.reconnect_max_delay)
         while not self._stop.is_set():
-            client = self._client()
+            session = self._session()
             at_once = False
             try:
-                async with client:
-                    delays = backoff(0.2, self._config.reconnect_max_delay)
-                    await self._serve(client)
+                await self._connect(session)
+                delays = backoff(0.2, self._config.reconnect_max_delay)
+                await self._serve(session)
+                await session.disconnect()
                 return
-            except* aiomqtt.MqttError as group:
+            except* MqttError as group:
                 at_once = self._retain_refused(group.exceptions[0])  # again, without retain
                 if not at_once:
                     self._lost(group.exceptions[0])
             finally:
-                close_socket(client)
+                session.abort()  # no socket left open, whatever ended the attempt
             if not self._stop.is_set() and not at_once:
                 await self._sleep(next(delays))
 
@@ -199,8 +199,8 @@ class MqttLink:
         """A broker without retained messages refuses a CONNECT whose will is retained, or
         drops a link that publishes one (MQTT 5 reason 0x9A): from then on the will and the
         state topics go without retain."""
-        code = getattr(exc, "rc", None) if isinstance(exc, aiomqtt.MqttCodeError) else None
-        refused = int(getattr(code, "value", code) or 0) == RETAIN_NOT_SUPPORTED
+        code = exc.rc if isinstance(exc, MqttCodeError) else 0
+        refused = int(code.value if isinstance(code, ReasonCode) else code) == RETAIN_NOT_SUPPORTED
         if not refused or not (self._will_retain or self._retain_available):
             return False
         self._will_retain = self._retain_available = False
@@ -237,13 +237,13 @@ class MqttLink:
         except TimeoutError:
             return
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        await self._subscribe(client)
+    async def _serve(self, session: PahoSession) -> None:
+        await self._subscribe(session)
         self._birth()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(until_disconnected(client), name="mqtt-connection")
-                tg.create_task(self._drain(client), name="mqtt-outbound")
+                tg.create_task(_until_ended(session), name="mqtt-connection")
+                tg.create_task(self._drain(session), name="mqtt-outbound")
                 tg.create_task(self._watch_stop(), name="mqtt-stop")
         except* _Stop:
             log.debug("MQTT link stopping")
@@ -277,15 +277,16 @@ class MqttLink:
         for message in pending:
             self._enqueue(message)
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, session: PahoSession) -> None:
         # Retain As Published lets the bridge see the retain flag of live commands (SPEC 3.6).
         qos = self._config.qos
+        topics: list[Subscription]
         if self._config.protocol == 5:
             opts = SubscribeOptions(qos=qos, retainAsPublished=True)
-            await client.subscribe([(topic, opts) for topic in self._subscriptions])
+            topics = [(topic, opts) for topic in self._subscriptions]
         else:
-            plain: list[tuple[str, int]] = [(topic, qos) for topic in self._subscriptions]
-            await client.subscribe(plain)
+            topics = [(topic, qos) for topic in self._subscriptions]
+        await session.subscribe(topics)
 
     def _arrived(self, *args: Any) -> None:
         """paho's on_message (client, userdata, message), on the event loop as it reads."""
@@ -294,24 +295,17 @@ class MqttLink:
         except Exception:  # never into paho's read loop: that would end the connection
             log.exception("MQTT: cannot take an inbound message")
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, session: PahoSession) -> None:
         """Send the outbox in order, up to `_window` messages awaiting their acknowledgement.
 
-        paho's own publish is non-blocking; aiomqtt's awaitable one costs a task, a timer and
-        two scans of its pending calls per message, which capped events near 1,600/s. PUBACKs
-        are tracked here instead: whatever is unacknowledged when the connection ends goes
-        back to the head of the outbox, in order, and is sent again after the reconnect.
-        While this task runs, a message queued behind an empty outbox goes to paho at once.
+        paho's publish is non-blocking; an awaitable one per message (a task, a timer) capped
+        events far below what the bridge must carry. PUBACKs are tracked here instead:
+        whatever is unacknowledged when the connection ends goes back to the head of the
+        outbox, in order, and is sent again after the reconnect. While this task runs, a
+        message queued behind an empty outbox goes to paho at once.
         """
-        paho = client._client
-
-        def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason_code, properties)
-            self._acked(args[2])  # not aiomqtt's: the link never publishes through aiomqtt
-
-        paho.on_publish = on_publish
-        write_from_loop(client)
-        lean_reads(client)
-        self._writer = writer = LeanWriter(paho)
+        session.on_published = self._acked
+        self._writer = writer = session
         try:
             await self._drain_loop(writer)
         finally:
@@ -320,7 +314,7 @@ class MqttLink:
                 self._outbox.appendleft(msg)
             self._unacked.clear()
 
-    async def _drain_loop(self, writer: LeanWriter) -> None:
+    async def _drain_loop(self, writer: PahoSession) -> None:
         sent = 0
         while True:
             if not self._outbox or len(self._unacked) >= self._window:
@@ -333,7 +327,7 @@ class MqttLink:
             if sent % 64 == 0:
                 await asyncio.sleep(0)  # let inbound messages and PUBACKs in
 
-    def _send(self, writer: LeanWriter, msg: Outbound) -> None:
+    def _send(self, writer: PahoSession, msg: Outbound) -> None:
         limit = self._max_packet
         if limit and self._packet_size(msg) > limit:
             # Sent anyway, the broker would disconnect; re-sent after the reconnect, forever.
@@ -349,7 +343,7 @@ class MqttLink:
             return
         if rc != 0:  # MQTT_ERR_SUCCESS
             self._outbox.appendleft(msg)
-            raise aiomqtt.MqttCodeError(rc, "Could not publish message")
+            raise MqttCodeError(rc, "Could not publish message")
         if self._config.qos and not done:
             self._unacked[mid] = msg
 
@@ -376,7 +370,7 @@ class MqttLink:
             return False
         try:
             self._send(writer, msg)
-        except aiomqtt.MqttError:
+        except MqttError:
             self._wake.set()  # back in the outbox: the drain retries it, or ends the connection
         if self._outbox or self._unacked:
             self._idle.clear()  # set again by the drain once the outbox is sent and acknowledged
@@ -408,49 +402,49 @@ class MqttLink:
         self.connected.clear()
 
     # -- client construction ------------------------------------------------------------------
-    def _client(self) -> aiomqtt.Client:
+    def _session(self) -> PahoSession:
+        client = self._client()
+        fast = fastpath.PahoFastPath(client) if self._fast else None
+        return PahoSession(client, fast=fast, timeout=10.0)
+
+    async def _connect(self, session: PahoSession) -> None:
+        cfg = self._config
+        connack = await session.connect(
+            cfg.host,
+            cfg.port,
+            keepalive=cfg.keepalive,
+            clean_start=cfg.clean_start,
+            properties=connect_properties(cfg),
+        )
+        self._window = window_for(cfg.protocol, cfg.qos, connack)
+        size = getattr(connack, "MaximumPacketSize", None) if connack is not None else None
+        self._max_packet = size if isinstance(size, int) and size > 0 else None
+        if getattr(connack, "RetainAvailable", 1) == 0:  # once off, off for this process
+            self._retain_available = False
+            self._no_retain_warning()
+
+    def _client(self) -> Client:
         cfg = self._config
         v5 = cfg.protocol == 5
-        kwargs: dict[str, Any] = {
-            "identifier": cfg.effective_client_id(),
-            "username": cfg.username,
-            "password": cfg.password.get_secret_value() if cfg.password else None,
-            "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            "will": aiomqtt.Will(self._topics.state, self._will, qos=1, retain=self._will_retain),
-            "keepalive": cfg.keepalive,
-            "timeout": 10.0,
-            "tls_context": tls_context(cfg) if cfg.tls else None,
-            # The drain keeps the window of `INFLIGHT`; paho's own (0: none) would walk every
-            # message in flight on each PUBACK, 22 us per event at 256 in flight.
-            "max_inflight_messages": 0,
-            # Small MQTT packets (PUBACKs, replies) must not wait ~40 ms for Nagle + delayed ACK.
-            "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        }
-        if v5:
-            kwargs["clean_start"] = cfg.clean_start
-            kwargs["properties"] = connect_properties(cfg)
-        else:
-            kwargs["clean_session"] = cfg.clean_start
-        client = aiomqtt.Client(cfg.host, cfg.port, **kwargs)
-        paho = client._client
-        aiomqtt_on_connect = paho.on_connect
-
-        def on_connect(*args: Any) -> None:  # (client, userdata, flags, reason, properties)
-            connack = args[4] if len(args) > 4 else None
-            self._window = window_for(self._config.protocol, self._config.qos, connack)
-            size = getattr(connack, "MaximumPacketSize", None) if connack is not None else None
-            self._max_packet = size if isinstance(size, int) and size > 0 else None
-            if getattr(connack, "RetainAvailable", 1) == 0:  # once off, off for this process
-                self._retain_available = False
-                self._no_retain_warning()
-            if aiomqtt_on_connect is not None:
-                aiomqtt_on_connect(*args)
-
-        paho.on_connect = on_connect
-        paho.on_message = self._arrived
-        no_topic_callbacks(client)
-        # aiomqtt logs a warning on every publish while more than this many are unacknowledged
-        # (default 10); the drain keeps up to 256 in flight by design, so that was a log record
-        # (with the redaction filter) per message: 13% of the bridge's CPU at 1,000 events/s.
-        client.pending_calls_threshold = INFLIGHT * 2
+        client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.effective_client_id(),
+            clean_session=None if v5 else cfg.clean_start,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        if cfg.username is not None:
+            password = cfg.password.get_secret_value() if cfg.password else None
+            client.username_pw_set(cfg.username, password)
+        client.will_set(self._topics.state, self._will, qos=1, retain=self._will_retain)
+        if cfg.tls:
+            client.tls_set_context(tls_context(cfg))
+        # The drain keeps the window of `INFLIGHT`; paho's own (0: none) would walk every
+        # message in flight on each PUBACK.
+        client.max_inflight_messages_set(0)
+        client.on_message = self._arrived
         return client
+
+
+async def _until_ended(session: PahoSession) -> None:
+    """Wait for the connection to end, then raise why (an `MqttError`)."""
+    raise await asyncio.shield(session.ended)

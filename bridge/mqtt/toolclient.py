@@ -2,19 +2,20 @@
 
 The bridge's own link (`bridge.mqtt.link`) keeps one connection up forever and owns will, birth and
 re-assertion; a tool needs none of that, only connect, subscribe, publish and one request/response
-round trip. This module and `bridge.mqtt.link` (with `mqtt_wire`, `mqtt_inbox`, `mqtt_lean`) are the
-only aiomqtt users.
+round trip. It drives paho through `bridge.mqtt.session.PahoSession` (public API only; no fast
+path: a tool sends a handful of messages).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiomqtt
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -22,7 +23,8 @@ from bridge.config import MqttConfig
 from bridge.core import jsontext
 from bridge.core.inbound import Inbound
 from bridge.core.topics import Topics
-from bridge.mqtt.inbox import inbound
+from bridge.mqtt.inbox import from_paho
+from bridge.mqtt.session import MqttError, PahoSession
 from bridge.mqtt.transport import tls_context
 
 
@@ -37,17 +39,8 @@ class ToolClient:
         self.config = config
         self.client_id = f"tencent2mqtt-{name}-{uuid.uuid4().hex[:8]}"
         self._subscribed: set[str] = set()
-        self._client = aiomqtt.Client(
-            config.host,
-            config.port,
-            identifier=self.client_id,
-            username=config.username,
-            password=config.password.get_secret_value() if config.password else None,
-            protocol=_protocol(config),
-            tls_context=tls_context(config) if config.tls else None,
-            timeout=10.0,
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        )
+        self._received: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._session: PahoSession | None = None
 
     @property
     def v5(self) -> bool:
@@ -55,21 +48,52 @@ class ToolClient:
         return self.config.protocol == 5
 
     async def __aenter__(self) -> ToolClient:
+        session = PahoSession(self._client(), timeout=10.0)
         try:
-            await self._client.__aenter__()
-        except aiomqtt.MqttError as exc:
+            await session.connect(self.config.host, self.config.port, keepalive=60)
+        except MqttError as exc:
             where = f"{self.config.host}:{self.config.port}"
             raise BrokerError(f"cannot connect to the MQTT broker at {where}: {exc}") from exc
+        self._session = session
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.__aexit__(None, None, None)
+        if self._session is not None:
+            await self._session.disconnect()
+            self._session = None
+
+    def _client(self) -> Client:
+        config = self.config
+        v5 = config.protocol == 5
+        client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        if config.username is not None:
+            password = config.password.get_secret_value() if config.password else None
+            client.username_pw_set(config.username, password)
+        if config.tls:
+            client.tls_set_context(tls_context(config))
+        client.on_message = lambda _client, _userdata, msg: self._received.put_nowait(
+            from_paho(msg)
+        )
+        return client
+
+    @property
+    def _connected(self) -> PahoSession:
+        if self._session is None:
+            raise BrokerError("not connected to the MQTT broker")
+        return self._session
 
     async def subscribe(self, *filters: str) -> None:
         """Subscribe to topic filters at QoS 1 (once each)."""
         new = [topic for topic in filters if topic not in self._subscribed]
         if new:
-            await self._client.subscribe([(topic, 1) for topic in new])
+            try:
+                await self._connected.subscribe([(topic, 1) for topic in new])
+            except MqttError as exc:
+                raise BrokerError(f"cannot subscribe: {exc}") from exc
             self._subscribed.update(new)
 
     async def prepare_replies(self, topics: Topics) -> None:
@@ -79,11 +103,23 @@ class ToolClient:
 
     async def messages(self) -> AsyncIterator[Inbound]:
         """Every message received, as it comes."""
+        while True:
+            yield await self._next()
+
+    async def _next(self) -> Inbound:
+        if not self._received.empty():
+            return self._received.get_nowait()
+        ended = self._connected.ended
+        received = asyncio.ensure_future(self._received.get())
+        either: list[asyncio.Future[Any]] = [received, ended]
         try:
-            async for message in self._client.messages:
-                yield inbound(message)
-        except aiomqtt.MqttError as exc:
-            raise BrokerError(f"MQTT connection lost: {exc}") from exc
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not received.done():
+                received.cancel()
+        if received.done() and not received.cancelled():
+            return received.result()
+        raise BrokerError(f"MQTT connection lost: {ended.result()}")
 
     async def publish(
         self,
@@ -99,7 +135,10 @@ class ToolClient:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = response_topic
             props.CorrelationData = correlation_data or b""
-        await self._client.publish(topic, payload, qos=1, properties=props)
+        try:
+            await self._connected.publish_acked(topic, payload, qos=1, properties=props)
+        except MqttError as exc:
+            raise BrokerError(f"cannot publish: {exc}") from exc
 
 
 async def request(
@@ -143,7 +182,3 @@ def _match(
         if not v5 and data.get("transaction") == transaction:
             return data
     return None
-
-
-def _protocol(config: MqttConfig) -> aiomqtt.ProtocolVersion:
-    return aiomqtt.ProtocolVersion.V5 if config.protocol == 5 else aiomqtt.ProtocolVersion.V311

@@ -378,7 +378,8 @@ async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
     feature = world.app.features[0]
     assert isinstance(feature, IvhFeature)
     order: list[str] = []
-    real_list, real_apply = feature._client.list_sessions, feature._tracker.apply_list
+    # the feature's own collaborators, wrapped to record the order of their calls
+    real_list, real_apply = feature._client.list_sessions, feature._tracker.apply_list  # noqa: SLF001
 
     async def listing() -> list[SessionInfo]:
         infos = await real_list()
@@ -389,8 +390,8 @@ async def test_a_poll_lets_waiting_work_run_between_the_listing_and_the_diff(
         order.append("diff")
         real_apply(infos, **kwargs)
 
-    monkeypatch.setattr(feature._client, "list_sessions", listing)
-    monkeypatch.setattr(feature._tracker, "apply_list", diff)
+    monkeypatch.setattr(feature._client, "list_sessions", listing)  # noqa: SLF001
+    monkeypatch.setattr(feature._tracker, "apply_list", diff)  # noqa: SLF001
     await feature.poll_once()
     assert order == ["waiting work", "diff"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,9 +22,11 @@ from paho.mqtt.properties import Properties
 from bridge.config import MqttConfig
 from bridge.core.inbound import Inbound, Inbox
 from bridge.core.topics import Topics
+from bridge.mqtt.fastpath import VERIFIED, paho_version
 from bridge.mqtt.link import MqttLink
 from bridge.mqtt.transport import publish_size, window_for
 from tests.support.broker import Broker
+from tests.support.fastpath import fast_path_setting
 from tests.support.garbage import cyclic_garbage, named
 
 SIZE = 64 * 1024  # 256 in flight of these is far more than both socket buffers hold
@@ -75,7 +78,9 @@ async def running_link(
     broker: Broker, base: str, inbox: Inbox | None = None, waiting: int = 10_000, **mqtt: Any
 ) -> AsyncIterator[MqttLink]:
     """A connected link on `broker`; closed (bounded) and its task awaited at the end."""
-    config = MqttConfig(url=broker.url, base_topic=base, **mqtt)
+    config = MqttConfig(
+        url=broker.url, base_topic=base, **{"fast_path": fast_path_setting(), **mqtt}
+    )
     subscriptions = [f"{base}/bridge/request/#"]
     link = MqttLink(config, Topics(base), subscriptions=subscriptions, waiting=waiting)
     runner = asyncio.create_task(link.run(inbox or _Ignore()))
@@ -193,6 +198,10 @@ async def test_beyond_its_bound_the_backlog_has_the_inbox_refuse(
     assert [m.payload for m in inbox.refused] == [b"4", b"5", b"6", b"7"]
 
 
+@pytest.mark.skipif(
+    not fast_path_setting() or paho_version() not in VERIFIED,
+    reason="the fast path turns paho's per-topic lookup off; paho's own code keeps it",
+)
 async def test_receiving_makes_no_reference_cycles(own_broker: Broker, base: str) -> None:
     """paho's per-topic callback lookup built a self-referencing closure per message."""
     inbox = _OneAtATime()
@@ -301,16 +310,17 @@ def test_publish_size_matches_pahos_encoding(
     version = paho.MQTTv5 if protocol == 5 else paho.MQTTv311
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=version)
     packets: list[int] = []
-    client._sock = object()  # type: ignore[assignment]  # "connected": it encodes, never sends
-    client._packet_queue = lambda command, packet, *rest: packets.append(len(packet))  # type: ignore[method-assign,assignment]
+    # paho's encoder without a broker: no public way to get the bytes it would queue
+    client._sock = object()  # type: ignore[assignment]  # noqa: SLF001 - "connected": never sends
+    client._packet_queue = lambda command, packet, *rest: packets.append(len(packet))  # type: ignore[method-assign,assignment]  # noqa: SLF001
     props = None
     if protocol == 5 and correlation is not None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.CorrelationData = correlation
     try:
-        client._send_publish(1, topic.encode(), b"p" * payload, qos, False, False, None, props)
+        client._send_publish(1, topic.encode(), b"p" * payload, qos, False, False, None, props)  # noqa: SLF001
     finally:
-        client._sock = None
+        client._sock = None  # noqa: SLF001
     v5 = protocol == 5
     expected = publish_size(
         topic, b"p" * payload, qos=qos, v5=v5, correlation=correlation if v5 else None
@@ -338,3 +348,47 @@ async def test_a_broker_without_retained_messages_gets_everything_unretained(
         assert sum("does not support retained" in r.message for r in caplog.records) == 1
     finally:
         broker.kill()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_both_ways_of_driving_paho_carry_messages_both_ways(
+    own_broker: Broker, base: str, fast_path: bool, protocol: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fast path on and off (paho's own code alone), in one run: requests in, in order,
+    with their properties; publishes out, in order, each once."""
+    caplog.set_level(logging.INFO, logger="bridge.mqtt.fastpath")
+    inbox = _Kept()
+    v5 = aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.CorrelationData = b"c"
+    async with aiomqtt.Client("127.0.0.1", own_broker.port, protocol=v5) as peer:
+        await peer.subscribe(f"{base}/out/#", qos=1)
+        async with running_link(
+            own_broker, base, inbox, fast_path=fast_path, protocol=protocol
+        ) as link:
+            for i in range(300):
+                link.publish(f"{base}/out/{i % 3}", b"%d" % i, correlation_data=b"c")
+            got = await _collect(peer, 300)
+            for i in range(50):
+                extra = props if protocol == 5 and i % 2 else None
+                await peer.publish(f"{base}/bridge/request/x", b"%d" % i, 1, properties=extra)
+            await _until(lambda: len(inbox.taken) == 50)
+    said = [r.getMessage() for r in caplog.records if r.name == "bridge.mqtt.fastpath"]
+    assert len(said) == 1
+    assert said[0].startswith("MQTT fast path on" if fast_path else "MQTT fast path off")
+    assert [int(p) for p in got] == list(range(300))
+    assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(50)]
+    expected = [b"c" if protocol == 5 and i % 2 else None for i in range(50)]
+    assert [m.correlation_data for m in inbox.taken] == expected
+
+
+class _Kept(_Ignore):
+    """An inbox that keeps what it takes."""
+
+    def __init__(self) -> None:
+        self.taken: list[Inbound] = []
+
+    def offer(self, msg: Inbound) -> bool:
+        self.taken.append(msg)
+        return True

@@ -150,8 +150,8 @@ def test_the_gate_opens_after_settle_at_most() -> None:
         a, b = _cluster(Clock(), ("a", "b"))
         key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
         deliver([a, b], "a", doc(LEAVING))
-        b.m.handover._settle = 0.05
-        b.m.handover._clock = asyncio.get_running_loop().time
+        b.m.handover._settle = 0.05  # noqa: SLF001 (the test sets the fake clock)
+        b.m.handover._clock = asyncio.get_running_loop().time  # noqa: SLF001 (the test sets the fake clock)
         b.m.handover.changed(frozenset({"a", "b"}), {"a", "b"})
         async with asyncio.timeout(1):
             await b.m.handover.gate(key)

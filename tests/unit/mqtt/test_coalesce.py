@@ -1,9 +1,15 @@
-"""`bridge.mqtt.transport.coalesce` against paho itself, the oracle: two paho clients on real socket
-pairs queue the same packets; one writes its queue as paho does, the other joins it first. The
-broker's end must read the same bytes, paho must report the same publishes and end the same
-way, and the joined side must need fewer sends. Small socket buffers make writes partial, so
-joining also meets packets paho had half written; over TLS, a write the socket could not take
-is tried again with the joined bytes (the same start, perhaps more after it)."""
+"""The fast path's joined writes (`bridge.mqtt.fastpath.PahoFastPath.join`) against paho itself,
+the oracle: two paho clients on real socket pairs queue the same packets; one writes its queue as
+paho does, the other joins it first. The broker's end must read the same bytes, paho must report
+the same publishes and end the same way, and over plain sockets the joined side must need no
+more sends. Small socket buffers make writes partial, so joining also meets packets paho had half
+written; over TLS, a write the socket could not take is tried again with the joined bytes (the
+same start, perhaps more after it).
+
+Over TLS the number of sends is no measure: each `send` of an SSL socket writes one TLS record
+(16 KiB at most), so a joined run of 64 KiB takes four where paho's packets, cut at other
+places, may take fewer. The examples are drawn the same way on every run (`derandomize`), so a
+failure is one every run reproduces."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from hypothesis import strategies as st
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.mqtt.transport import JOIN_LIMIT, coalesce
+from bridge.mqtt.fastpath import JOIN_LIMIT, PahoFastPath, coalesce
 
 # (kind, topic, payload size, qos): what a test queues, in order
 Op = tuple[str, str, int, int]
@@ -43,7 +49,7 @@ class Side:
     def __init__(self, *, v5: bool, join: bool, tls: bool = False) -> None:
         protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
         self.paho = Client(CallbackAPIVersion.VERSION2, protocol=protocol)
-        self.join = join
+        self.fast = PahoFastPath(self.paho) if join else None
         self.seen: list[Any] = []
         self.infos: list[Any] = []
         self.sends = 0
@@ -84,11 +90,11 @@ class Side:
         """Write until paho's queue is empty, reading the broker's end in small bites between
         writes (so that sends are partial)."""
         for _ in range(100_000):
-            if self.join:
-                coalesce(self.paho._out_packet)
+            if self.fast is not None:
+                self.fast.join()
             self.paho.loop_write()
             self.read(4096)
-            if not self.paho._out_packet or self.paho._sock is None:
+            if not self.paho.want_write() or self.paho.socket() is None:
                 break
         self.read(1 << 24)
 
@@ -126,7 +132,13 @@ def sides(*, v5: bool, tls: bool = False) -> Iterator[tuple[Side, Side]]:
         joined.close()
 
 
-fuzz = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+fuzz = settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @fuzz
@@ -149,8 +161,9 @@ def test_joined_writes_put_the_same_bytes_on_the_wire_as_paho(
         assert joined.received == stock.received
         assert joined.seen == stock.seen
         assert [i.is_published() for i in joined.infos] == [i.is_published() for i in stock.infos]
-        assert (joined.paho._sock is None) == (stock.paho._sock is None) == disconnect
-        assert joined.sends <= stock.sends
+        assert (joined.paho.socket() is None) == (stock.paho.socket() is None) == disconnect
+        if not tls:  # over TLS a send is one record (the module docstring)
+            assert joined.sends <= stock.sends
 
 
 def test_small_packets_go_out_in_one_send_and_a_qos0_publish_ends_a_run() -> None:

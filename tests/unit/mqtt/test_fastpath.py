@@ -1,8 +1,8 @@
-"""`bridge.mqtt.fastpath` against paho itself, the oracle. Reading: the same bytes, cut anywhere,
-reach two paho clients over real socket pairs, one reading with `LeanReader`; both must report
-the same messages and acknowledgements, write the same bytes back, and end the same way.
-Writing: `LeanWriter` must put the same bytes on the wire and leave paho in the same state as
-`paho.publish`."""
+"""`bridge.mqtt.fastpath.PahoFastPath` against paho itself, the oracle. Reading: the same bytes,
+cut anywhere, reach two paho clients over real socket pairs, one reading with the fast path's
+`loop_read`, the other with paho's; both must report the same messages and acknowledgements,
+write the same bytes back, and end the same way. Writing: the fast path's `publish` must put the
+same bytes on the wire and leave paho in the same state as `Client.publish`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt.fastpath import LeanReader, LeanWriter
+from bridge.mqtt.fastpath import PahoFastPath
 
 SENT_MIDS = range(1, 9)  # messages each client has published, awaiting PUBACK
 
@@ -137,8 +137,7 @@ class Side:
             info: MQTTMessageInfo = self.paho.publish("out", b"x", qos=1)
             assert info.rc == 0
         self.written()  # those PUBLISHes are not the test's business
-        if lean:
-            LeanReader(self.paho)
+        self.fast = PahoFastPath(self.paho) if lean else None
 
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
         props = msg.properties.json() if msg.properties is not None else {}  # empty == none
@@ -158,7 +157,10 @@ class Side:
             with suppress(BlockingIOError):
                 view = view[self.broker.send(view) :]
             while self.paho._sock is not None and select.select([self.ours], [], [], 0)[0]:
-                self.paho.loop_read()  # paho's own reader takes one packet per call
+                if self.fast is not None:
+                    self.fast.loop_read()
+                else:
+                    self.paho.loop_read()  # paho's own reader takes one packet per call
                 self.replies += self.written()  # before a close could reset them
 
     def written(self) -> bytes:
@@ -235,22 +237,6 @@ def test_malformed_input_or_a_disconnect_ends_the_connection_as_paho_ends_it(
     _same(stream + bad + stream, [cut], v5=True)
 
 
-def test_a_packet_split_before_the_reader_took_over_is_finished_by_paho() -> None:
-    """Installed mid-packet (paho's own reader read its start), paho completes that packet."""
-    packet = _publish(b"t", b"payload", 1, 0, 7, b"\x00")
-    side = Side(v5=True, lean=False)
-    try:
-        side.broker.sendall(packet[:4])
-        side.paho.loop_read()
-        assert side.paho._in_packet["command"]  # paho holds part of it
-        LeanReader(side.paho)
-        side.feed(packet[4:] + packet)
-        assert [m[0] for m in side.seen] == ["t", "t"]
-        assert side.replies == _packet(0x40, b"\x00\x07") * 2
-    finally:
-        side.close()
-
-
 def _message_state(msg: Any) -> tuple[Any, ...]:
     return (msg.mid, msg._topic, msg.payload, msg.qos, msg.retain, msg.dup, msg.state)
 
@@ -275,9 +261,9 @@ def test_a_qos1_publish_goes_out_as_paho_sends_it(
             info = stock.paho.publish(topic, payload, 1, retain, props)
         except ValueError as exc:
             with pytest.raises(ValueError, match=re.escape(str(exc))):
-                LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation)
+                PahoFastPath(lean.paho).publish(topic, payload, 1, retain, correlation)
             return
-        got = LeanWriter(lean.paho).publish(topic, payload, 1, retain, correlation)
+        got = PahoFastPath(lean.paho).publish(topic, payload, 1, retain, correlation)
         assert got == (info.rc, info.mid, info.is_published())
         assert lean.written() == stock.written()
         mid = info.mid
