@@ -183,6 +183,8 @@ class BridgeConfig(Section):
     """`[bridge]`: request handling limits."""
 
     max_payload: PositiveInt = 64 * 1024
+    # ivh/send_audio carries a whole WAV: 16 MiB is 8.7 minutes as bytes, 6.5 as base64 JSON.
+    max_audio_payload: PositiveInt = 16 * 1024 * 1024
     health_interval: PositiveFloat = 30.0
     dedup_window: float = Field(default=60.0, ge=0)
     shutdown_timeout: PositiveFloat = 10.0

@@ -24,7 +24,7 @@ from bridge.dedup import Deduplicator
 from bridge.envelope import Emitter, Publisher, dumps, error_response, ok_response
 from bridge.errors import BridgeError, RequestError
 from bridge.mqtt_inbox import Inbound
-from bridge.requests import RequestContext, decode_payload, expired, validate
+from bridge.requests import RequestContext, decode_payload, expired, payload_limit, validate
 from bridge.topics import BadRoute, Route, Topics
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,10 @@ class Dispatcher:
     ) -> _Job | None:
         if msg.retain:
             raise RequestError("command messages must not be retained", code="retained_command")
-        if len(msg.payload) > self._config.max_payload:
+        limit = payload_limit(route.action, self._config)
+        if len(msg.payload) > limit:
             raise RequestError(
-                f"payload is {len(msg.payload)} bytes, the limit is {self._config.max_payload}",
+                f"payload is {len(msg.payload)} bytes, the limit is {limit}",
                 code="payload_too_large",
             )
         data = decode_payload(route, msg.payload)
