@@ -279,7 +279,9 @@ class Voice:
         self, utt: _Utterance, item: _Drive, lost: asyncio.Future[None], pacer: audio.Pacer, n: int
     ) -> None:
         """Wait until `item` is on the socket; ChannelError if the socket drops first."""
-        await asyncio.wait({item.done, lost}, timeout=self._timeout)
+        await asyncio.wait(
+            {item.done, lost}, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if item.done.done() and not item.done.cancelled() and item.done.exception() is None:
             for _ in range(n):
                 pacer.sent(self._clock())
