@@ -58,7 +58,9 @@ def payload(entry: dict[str, Any]) -> dict[str, Any]:
 
 def first(journal: list[dict[str, Any]], **want: Any) -> int:
     """The index of the first journal entry whose payload has every field in `want`."""
-    return next(e["index"] for e in journal if all(payload(e).get(k) == v for k, v in want.items()))
+    return int(
+        next(e["index"] for e in journal if all(payload(e).get(k) == v for k, v in want.items()))
+    )
 
 
 async def frames_in(w: World, sid: str, command: str | None = None) -> list[dict[str, Any]]:
