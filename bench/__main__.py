@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import command, events, httpcost, polling, streams, throughput
+from bench import audio, command, events, httpcost, polling, streams, throughput
 
 Scenario = Callable[..., Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -25,6 +25,7 @@ SCENARIOS: dict[str, Scenario] = {
     "events": events.run,
     "polling": polling.run,
     "httpcost": httpcost.run,
+    "audio": audio.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -3,8 +3,9 @@
 For each ReqId it keeps the byte count and SHA-256 of the PCM received, the Seqs, how it ended,
 and the packets' arrival times. The *send real-time ratio* after the first 6 packets is wall
 time between packets over the audio time they carry, measured over a window of the last 6
-intervals (about a second of audio: one late frame on the wire is not a stutter, a sender that
-keeps the pace of 120 ms per packet stays at 0.75 or above). A window below 0.75 marks its
+intervals (about a second of audio; at least 3, so the first is judged at the 9th packet: one
+late frame on the wire, the burst's last one too, is not a stutter, and a sender keeping one
+packet per 120 ms stays at 0.75 or above). A window below 0.75 marks its
 packet *throttled*, above 1 *stutter*; in a live utterance (one whose first 6 packets did not
 come in a burst: a microphone's pace) a window above 1 is the source pausing, counted as
 *paused*. The utterance's `ratio` is the same over every interval after the 6th.
@@ -21,6 +22,7 @@ BYTES_PER_SECOND = 32_000  # 16 kHz, 16-bit, mono
 PACKET_BYTES = 5_120
 BURST = 6
 WINDOW = 6
+MIN_WINDOW = 3  # intervals: the first ratio is judged at the 9th packet
 THROTTLED, STUTTER = 0.75, 1.0
 _KEEP = 32  # utterances remembered per session
 _KEEP_ARRIVALS = 20_000  # an hour of packets
@@ -74,7 +76,7 @@ class Utterance:
     def ratios(self) -> list[float]:
         """The windowed ratio at each packet after the 6th."""
         out = []
-        for k in range(BURST, len(self.arrivals)):
+        for k in range(BURST - 1 + MIN_WINDOW, len(self.arrivals)):
             start = max(BURST - 1, k - WINDOW)
             audio = sum(self.sizes[start:k]) / BYTES_PER_SECOND
             out.append((self.arrivals[k] - self.arrivals[start]) / audio)
@@ -85,7 +87,7 @@ class Utterance:
         ratios = self.ratios()
         slow = sum(1 for r in ratios if r > STUTTER)
         whole = None
-        if len(self.arrivals) > BURST:
+        if len(self.arrivals) > BURST:  # the whole: every interval after the 6th packet
             audio = sum(self.sizes[BURST - 1 : -1]) / BYTES_PER_SECOND
             whole = round((self.arrivals[-1] - self.arrivals[BURST - 1]) / audio, 4)
         return {

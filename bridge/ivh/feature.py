@@ -345,7 +345,11 @@ class IvhFeature:
         sid = payload.session_id
         async with self._locks.setdefault(sid, asyncio.Lock()):  # in arrival order
             channel = await self._drivable_channel(sid)
-            _voice_session(self._tracker.get(sid))
+            state = self._tracker.get(sid)
+            if state is None or state.driver_type is None:  # statsession has no DriverType
+                await self.poll_once()
+                state = self._tracker.get(sid)
+            _voice_session(state)
             reply = await self._voice.take(sid, channel, clip)
         return await reply
 

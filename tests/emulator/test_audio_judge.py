@@ -25,19 +25,19 @@ def paced(gap: float, count: int = 30) -> list[float]:
 
 def test_all_at_once_is_throttled_throughout() -> None:
     got = judged([0.001 * i for i in range(30)])
-    assert got["throttled"] == 24 and got["ratio"] is not None and got["ratio"] < 0.1
+    assert got["throttled"] == 22 and got["ratio"] is not None and got["ratio"] < 0.1
 
 
 def test_a_pace_of_132_ms_passes_and_one_of_100_ms_does_not() -> None:
     good = judged(paced(0.132))
     assert (good["throttled"], good["stutter"]) == (0, 0) and 0.8 < good["ratio"] < 0.85
     fast = judged(paced(0.100))
-    assert fast["throttled"] == 24
+    assert fast["throttled"] == 22
 
 
 def test_a_slow_file_stutters() -> None:
     got = judged(paced(0.2))
-    assert got["stutter"] == 24 and got["paused"] == 0 and got["mode"] == "file"
+    assert got["stutter"] == 22 and got["paused"] == 0 and got["mode"] == "file"
 
 
 def test_one_late_frame_on_the_wire_is_not_a_stutter() -> None:
