@@ -124,3 +124,14 @@ def test_topics_command_writes_asyncapi(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert errors(doc) == []
     assert "ha_status" in doc["channels"]
+
+
+def test_the_audio_topic_takes_bytes_with_a_content_type(document: dict[str, Any]) -> None:
+    channel = document["channels"]["ivh_audio"]
+    assert channel["address"] == "home/t2m/ivh/{session_id}/audio"
+    messages = [resolve(document, ref["$ref"]) for ref in channel["messages"].values()]
+    types = {m["contentType"] for m in messages}
+    assert types == {"audio/wav", "audio/L16;rate=16000;channels=1"}
+    assert all(m["payload"] == {**m["payload"], "format": "binary"} for m in messages)
+    request = document["components"]["schemas"]["ivh_send_audio_request"]
+    assert request["properties"]["audio"]["contentEncoding"] == "base64"
