@@ -82,6 +82,7 @@ class _Utterance:
     seq: int = 0
     packets: int = 0
     size: int = 0  # PCM bytes sent
+    on_wire: int = 0  # packets of a file known to be on the socket
     closed: bool = False
     interrupted: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -285,15 +286,14 @@ class Voice:
         if item.done.done() and not item.done.cancelled() and item.done.exception() is None:
             for _ in range(n):
                 pacer.sent(self._clock())
+            utt.on_wire += n
             return
         utt.drop()
         if utt.session_id in self._current and self._current[utt.session_id] is utt:
             del self._current[utt.session_id]
-        sent = f"{utt.packets - (n if n else 0)} packets ({audio.duration_ms(utt.size)} ms)"
+        sent = f"{utt.on_wire} packets ({utt.on_wire * 160} ms)"
         why = "the command channel dropped" if lost.done() else "the command channel stalled"
-        raise ChannelError(
-            f"{why} after {sent} of the utterance: the rest was not sent (docs/voice.md)"
-        )
+        raise ChannelError(f"{why} after {sent} of the utterance: the rest was not sent")
 
     # -- a live piece ----------------------------------------------------------------------
     def _piece(

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from tests.support.broker import Broker
 from tests.support.world import World, world_of
 
 PIECE = 3200  # 100 ms
+MIC = Path(__file__).parents[2] / "examples/voice/mic.py"
 
 
 @pytest.fixture
@@ -282,3 +286,27 @@ async def test_a_channel_drop_mid_file_ends_it_and_the_next_plays(world: World) 
         e for e in await frames_in(w, sid, "SEND_AUDIO") if payload(e)["ReqId"] == cut["req_id"]
     ]
     assert len(late) == cut["last_seq"]  # nothing of the cut utterance after the drop
+
+
+async def test_the_documented_microphone_script_streams_exact_pcm(world: World) -> None:
+    """docs/voice.md: `arecord ... | python3 examples/voice/mic.py SID`, stdin from a file."""
+    w = world
+    sid = await voice_session(w, "v-mic")
+    pcm = tone_pcm(1.5)
+    env = {
+        **os.environ,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(w.probe.port),
+        "BASE_TOPIC": w.probe.base,
+    }
+    start = len(w.probe.messages)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MIC), sid, stdin=asyncio.subprocess.PIPE, env=env
+    )
+    await asyncio.wait_for(proc.communicate(pcm), 20)
+    assert proc.returncode == 0
+    topic = f"{w.probe.base}/bridge/response/ivh/send_audio"
+    found = await w.probe.wait_for(lambda m: m.topic == topic, timeout=10, start=start)
+    assert found.json()["data"]["final"] is True
+    [got] = await heard(w, sid)
+    assert (got["bytes"], got["sha256"]) == (len(pcm), hashlib.sha256(pcm).hexdigest())
