@@ -101,12 +101,13 @@ class _Utterance:
 
     def send(self, channel: SessionChannel, *packets: bytes | memoryview, close: bool) -> _Drive:
         """Queue packets (and the closing one) as one drive; the first starts the speech."""
+        starts = self.seq == 0  # its AudioStart is what an interrupt waits for (A.5)
         out = [self.frame(p) for p in packets]
         if close:
             out.append(self.frame(b"", final=True))
             self.closed = True
             self.stop.set()
-        item = channel.enqueue(*out, paced=False, speaks=self.req_id if self.seq == 1 else None)
+        item = channel.enqueue(*out, paced=False, speaks=self.req_id if starts else None)
         self.items = [i for i in self.items if not i.done.done()] + [item]
         return item
 
@@ -256,7 +257,9 @@ class Voice:
 
     # -- a file ----------------------------------------------------------------------------
     async def _play(self, utt: _Utterance, channel: SessionChannel, pcm: memoryview) -> Result:
-        """Pace a file's packets (the first `audio.BURST` were queued by `_burst`)."""
+        """Pace a file's packets: the first `audio.BURST` at once, then one per `audio.GAP`."""
+        if utt.closed:  # closed by a drive that came first
+            return utt.result()
         packets = audio.packets(pcm)
         pacer = audio.Pacer()
         lost = channel.socket_lost()

@@ -310,3 +310,20 @@ async def test_the_documented_microphone_script_streams_exact_pcm(world: World) 
     assert found.json()["data"]["final"] is True
     [got] = await heard(w, sid)
     assert (got["bytes"], got["sha256"]) == (len(pcm), hashlib.sha256(pcm).hexdigest())
+
+
+async def test_an_early_interrupt_waits_for_audio_start(broker: Broker, base: str) -> None:
+    """A.5: an interrupt goes out only once the speech has begun (an earlier one is ignored)."""
+    async with world_of(broker, base, cloud={"speak_delay": 0.3}, desk={"enabled": False}) as w:
+        sid = await voice_session(w, "v-early")
+        await w.probe.publish(f"ivh/{sid}/audio", tone_wav(4.0))
+        await asyncio.sleep(0.05)  # the burst is out, AudioStart is 0.3 s away
+        begun = time.monotonic()
+        stop = await w.probe.request("ivh/interrupt", {"session_id": sid})
+        assert stop["status"] == "ok", stop
+        await w.probe.wait_json(
+            f"ivh/{sid}/event", lambda e: e["data"].get("speak_status") == "AudioOver", timeout=3
+        )
+        assert time.monotonic() - begun < 2  # stopped, not played to its end
+        journal = await w.admin.journal("commandchannel")
+    assert first(journal, SpeakStatus="AudioStart") < first(journal, Command="SEND_TEXT")
