@@ -15,8 +15,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench.stack import Stack, stack
-from bridge.demo.tone import tone_pcm, wav_of
-from bridge.ivh.frames import drive, new_req_id
+from bridge.cli.demo.tone import tone_pcm, wav_of
+from bridge.features.ivh.frames import drive, new_req_id
 from bridge.tencent.signing import channel_url
 
 PACKET = 5120

@@ -18,8 +18,8 @@ from typing import Any
 
 import aiomqtt
 
-from bridge.mqtt_lean import LeanWriter, lean_reads
-from bridge.mqtt_wire import no_topic_callbacks, write_from_loop
+from bridge.mqtt.fastpath import LeanWriter, lean_reads
+from bridge.mqtt.transport import no_topic_callbacks, write_from_loop
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 

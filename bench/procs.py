@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.broker import Mosquitto as Broker
+from bridge.cli.demo.broker import Mosquitto as Broker
 from bridge.emulator.cli import env_settings
 
 __all__ = ["BridgeProc", "Broker", "EmulatorProc", "ProcSample"]

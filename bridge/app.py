@@ -1,4 +1,5 @@
-"""Composition root: builds the parts and runs every long-running task in one TaskGroup."""
+"""Composition root: builds the parts, hands each feature what it needs, and runs every
+long-running task in one TaskGroup."""
 
 from __future__ import annotations
 
@@ -6,71 +7,37 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
-
-from bridge.actions import Registry, specs_of
-from bridge.config import RetryConfig, Settings
-from bridge.dispatcher import Dispatcher
-from bridge.envelope import Emitter, Publisher
-from bridge.health import BridgeFeature
-from bridge.homeassistant import HomeAssistant
-from bridge.metrics import Metrics
-from bridge.mqtt import MqttLink
-from bridge.mqtt_inbox import Inbound
-from bridge.ownership import Ownership
-from bridge.tencent import lean
-from bridge.tencent.retry import RetryPolicy
-from bridge.topics import Topics
+from bridge.config import Settings
+from bridge.core.actions import ActionSpec, Registry, specs_of
+from bridge.core.dispatcher import Dispatcher
+from bridge.core.envelope import Emitter
+from bridge.core.feature import Feature, handler_of, subscriptions_of
+from bridge.core.inbound import Inbound
+from bridge.core.ownership import Ownership
+from bridge.core.topics import Topics
+from bridge.features.deps import Deps
+from bridge.features.desk.feature import DeskFeature, build_desk
+from bridge.features.health import BridgeFeature
+from bridge.features.homeassistant import build_homeassistant
+from bridge.features.ivh.feature import IvhFeature, build_ivh
+from bridge.mqtt.link import MqttLink
+from bridge.ops.metrics import Metrics
+from bridge.ops.readout import Readout
+from bridge.tencent.session import http_client, retry_policy
 
 log = logging.getLogger(__name__)
 
-
-class Feature(Protocol):
-    """A service the bridge runs: actions on it are registered, `run()` is a named task."""
-
-    name: str
-
-    async def run(self) -> None:
-        """Long-running work (polling, channels); returns only when there is none."""
-
-    async def aclose(self) -> None:
-        """Finish in-flight work and release resources (SPEC 3.8)."""
-
-    def status(self) -> dict[str, Any]:
-        """This feature's part of `bridge/health`."""
-
-
-@dataclass(frozen=True)
-class Deps:
-    """What every feature is built from."""
-
-    settings: Settings
-    topics: Topics
-    publisher: Publisher
-    emitter: Emitter
-    metrics: Metrics
-    link_connected: asyncio.Event
-    ownership: Ownership
-
-
 FeatureFactory = Callable[[Deps], "Feature | None"]
+# The upstream services, with the class that declares their actions.
+SERVICES: list[tuple[type, FeatureFactory]] = [(IvhFeature, build_ivh), (DeskFeature, build_desk)]
 
 
-def feature_factories() -> list[tuple[type, FeatureFactory]]:
-    """The service features, with the class that declares their actions."""
-    from bridge.desk.feature import DeskFeature, build_desk
-    from bridge.ivh.feature import IvhFeature, build_ivh
-
-    return [(IvhFeature, build_ivh), (DeskFeature, build_desk)]
-
-
-def all_action_specs() -> list[Any]:
+def all_action_specs() -> list[ActionSpec]:
     """Every action any bridge can serve, enabled or not (for docs and AsyncAPI)."""
     specs = list(specs_of(BridgeFeature))
-    for cls, _ in feature_factories():
+    for cls, _ in SERVICES:
         specs.extend(specs_of(cls))
     return sorted(specs, key=lambda spec: spec.key)
 
@@ -86,7 +53,7 @@ class App:
         self.link = MqttLink(
             settings.mqtt,
             self.topics,
-            subscriptions=self._subscriptions(),
+            subscriptions=self.topics.subscriptions(),
             waiting=10 * settings.bridge.max_inflight,
         )
         self.emitter = Emitter(self.link, self.topics)
@@ -96,7 +63,10 @@ class App:
         )
         self.registry.include(self.bridge)
         self.link.on_connect.append(self.bridge.publish_health)  # "connected" as of now
-        self.features = self._build_features()
+        self.features = self._build_features(self._deps())
+        self._handlers = [h for h in map(handler_of, self.features) if h is not None]
+        for feature in self.features:
+            self.link.add_subscriptions(subscriptions_of(feature))
         self.dispatcher = Dispatcher(
             registry=self.registry,
             known_actions={spec.key for spec in all_action_specs()},
@@ -105,55 +75,45 @@ class App:
             topics=self.topics,
             config=settings.bridge,
         )
-        self.homeassistant = self._build_homeassistant()
-        self.metrics.bind(self)
+        self.metrics.bind(self.readout())
 
-    def _subscriptions(self) -> list[str]:
-        subs = self.topics.subscriptions()
-        if self.settings.homeassistant.enabled:
-            subs += HomeAssistant.subscriptions(self.settings.homeassistant.prefix)
-        return subs
-
-    def _build_homeassistant(self) -> HomeAssistant | None:
-        """Home Assistant discovery, hooked to IVH session transitions, when enabled."""
-        if not self.settings.homeassistant.enabled:
-            return None
-        ha = HomeAssistant(
-            topics=self.topics,
-            prefix=self.settings.homeassistant.prefix,
-            publisher=self.link,
-            services=self.services,
-            settle=max(1.0, 3 * self.settings.ivh.poll_interval),
-        )
-        from bridge.ivh.feature import IvhFeature
-
-        for feature in self.features:
-            if isinstance(feature, IvhFeature):
-                feature.on_transition(ha.session_changed)
-        return ha
-
-    def _build_features(self) -> list[Feature]:
-        deps = Deps(
+    def _deps(self) -> Deps:
+        return Deps(
             settings=self.settings,
             topics=self.topics,
             publisher=self.link,
             emitter=self.emitter,
-            metrics=self.metrics,
+            observe_call=self.metrics.observe_call,
             link_connected=self.link.connected,
             ownership=self.ownership,
+            retry=retry_policy(self.settings.retry),
+            http_client=http_client,
         )
-        features = []
-        for _, factory in feature_factories():
+
+    def _build_features(self, deps: Deps) -> list[Feature]:
+        features: list[Feature] = []
+        for _, factory in SERVICES:
             feature = factory(deps)
             if feature is not None:
                 self.registry.include(feature)
                 features.append(feature)
+        ha = build_homeassistant(deps, [f.name for f in features])
+        if ha is not None:
+            features.append(ha)
         return features
 
     @property
     def services(self) -> list[str]:
-        """Enabled services."""
-        return [feature.name for feature in self.features]
+        """Enabled upstream services."""
+        return [f.name for f in self.features if getattr(f, "upstream", False)]
+
+    def readout(self) -> Readout:
+        """What the HTTP endpoint and the metrics read, as callbacks."""
+        return Readout(
+            snapshot=self.snapshot,
+            outcomes=lambda: self.dispatcher.outcomes,
+            services=lambda: self.services,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """The health document's body: MQTT, services, queues."""
@@ -173,10 +133,12 @@ class App:
         return body
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then shut down as SPEC 3.8 says."""
+        """Run until `stop` is set, then shut down: stop taking commands, finish, say offline."""
         self.bridge.publish_info(self.services)
-        if self.homeassistant is not None:
-            self.homeassistant.publish_all()
+        for feature in self.features:
+            start = getattr(feature, "start", None)
+            if callable(start):
+                start()
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self.link.run(self), name="mqtt-link"),
@@ -185,15 +147,21 @@ class App:
             for feature in self.features:
                 name = f"feature:{feature.name}"
                 tasks.append(tg.create_task(_supervised(name, feature.run), name=name))
-            tasks.extend(self.extra_tasks(tg))
+            if self.settings.http.listen:
+                tasks.append(tg.create_task(_supervised("http", self._serve_http), name="http"))
             await stop.wait()
             await self.shutdown()
             for task in tasks:
                 task.cancel()
 
+    async def _serve_http(self) -> None:
+        from bridge.ops.http import serve_http  # uvicorn is imported only when it serves
+
+        await serve_http(self.settings.http.listen, self.readout(), self.metrics)
+
     def offer(self, msg: Inbound) -> bool:
-        """The link's inbox: Home Assistant's status, else the dispatcher (False: full)."""
-        if self.homeassistant is not None and self.homeassistant.handles(msg):
+        """The link's inbox: a feature's own topic, else the dispatcher (False: full)."""
+        if self._own_topic(msg):
             return True
         return self.dispatcher.offer(msg)
 
@@ -202,23 +170,12 @@ class App:
         await self.dispatcher.room()
 
     def refuse(self, msg: Inbound) -> None:
-        """Too many wait: Home Assistant's status is cheap to take, commands are refused."""
-        if self.homeassistant is not None and self.homeassistant.handles(msg):
-            return
-        self.dispatcher.refuse(msg)
+        """Too many wait: a feature's own topic is cheap to take, commands are refused."""
+        if not self._own_topic(msg):
+            self.dispatcher.refuse(msg)
 
-    def extra_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Optional tasks: the HTTP endpoint, Home Assistant's stale-device sweep."""
-        tasks = []
-        if self.settings.http.listen:
-            from bridge.http import serve_http
-
-            serve = _supervised("http", lambda: serve_http(self))
-            tasks.append(tg.create_task(serve, name="http"))
-        if self.homeassistant is not None:
-            sweep = _supervised("homeassistant", self.homeassistant.run)
-            tasks.append(tg.create_task(sweep, name="homeassistant"))
-        return tasks
+    def _own_topic(self, msg: Inbound) -> bool:
+        return any(handles(msg) for handles in self._handlers)
 
     async def shutdown(self) -> None:
         """Stop taking commands, finish in-flight calls, close channels, say offline."""
@@ -240,18 +197,3 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         except Exception:
             log.exception("task %s failed; restarting in 1 s", name)
             await asyncio.sleep(1.0)
-
-
-def retry_policy(cfg: RetryConfig) -> RetryPolicy:
-    """The clients' retry policy from `[retry]`."""
-    return RetryPolicy(
-        attempts=cfg.attempts,
-        initial_delay=cfg.initial_delay,
-        max_delay=cfg.max_delay,
-        deadline=cfg.deadline,
-    )
-
-
-def http_client(timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for one Tencent API, kept alive, with the service's timeout."""
-    return lean.client(timeout)

@@ -18,7 +18,7 @@ import click
 
 from bridge.emulator.config import DESK_SPELLINGS, EmulatorConfig
 from bridge.emulator.server import Emulator
-from bridge.gctune import tune_gc
+from bridge.ops.gctune import tune_gc
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ redact.py    a log filter hiding `usersig=` / `signature=` values
 
 from __future__ import annotations
 
+from bridge.core.observe import CallObserver, CallRecord
 from bridge.tencent.desk import MAX_BODY_BYTES, DeskClient, stream_body_size
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.models import (
@@ -24,7 +25,6 @@ from bridge.tencent.models import (
     normalise_desk_state,
     status_name,
 )
-from bridge.tencent.observe import CallObserver, CallRecord
 from bridge.tencent.redact import RedactQueryFilter
 from bridge.tencent.retry import RetryPolicy, call_with_retry
 from bridge.tencent.signing import IvhAuth, channel_url, default_channel_url, ivh_query

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from bridge.core.observe import CallObserver
 from bridge.errors import ErrorCode, RequestError, UpstreamError
 from bridge.tencent.codes import desk_code
 from bridge.tencent.models import DeskSessionState, as_int, normalise_desk_state
-from bridge.tencent.observe import CallObserver
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
 from bridge.tencent.transport import (
     BAD_REPLY,

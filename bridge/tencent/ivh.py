@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
+from bridge.core.observe import CallObserver
 from bridge.errors import ErrorCode, UpstreamError
 from bridge.tencent.codes import ivh_code
 from bridge.tencent.models import CreatedSession, SessionInfo, SessionStat, as_int
-from bridge.tencent.observe import CallObserver
 from bridge.tencent.retry import DEFAULT_RETRY, RetryPolicy
 from bridge.tencent.signing import IvhAuth
 from bridge.tencent.transport import (

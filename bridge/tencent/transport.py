@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from bridge import jsontext
+from bridge.core import jsontext
+from bridge.core.observe import CallObserver, CallRecord, Service, notify
 from bridge.errors import BridgeError, UpstreamError
 from bridge.tencent.codes import CodeInfo, http_status_info
 from bridge.tencent.lean import LeanClient
-from bridge.tencent.observe import CallObserver, CallRecord, Service, notify
 from bridge.tencent.retry import RetryPolicy, call_with_retry
 from bridge.tencent.signing import IvhAuth, query_string
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bridge.demo.runner import DemoOptions, run_demo
+from bridge.cli.demo.runner import DemoOptions, run_demo
 from tests.support.bridge import settings_for
 from tests.support.broker import Broker
 from tests.support.mqtt_probe import Probe

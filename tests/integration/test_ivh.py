@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.ivh.feature import IvhFeature
+from bridge.features.ivh.feature import IvhFeature
 from bridge.tencent.models import SessionInfo
 from tests.support.broker import Broker
 from tests.support.world import World, world_of

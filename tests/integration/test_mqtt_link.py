@@ -19,10 +19,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.mqtt import MqttLink
-from bridge.mqtt_inbox import Inbound, Inbox
-from bridge.mqtt_wire import publish_size, window_for
-from bridge.topics import Topics
+from bridge.core.inbound import Inbound, Inbox
+from bridge.core.topics import Topics
+from bridge.mqtt.link import MqttLink
+from bridge.mqtt.transport import publish_size, window_for
 from tests.support.broker import Broker
 from tests.support.garbage import cyclic_garbage, named
 

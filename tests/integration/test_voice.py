@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.demo.tone import tone_pcm, tone_wav, wav_of
+from bridge.cli.demo.tone import tone_pcm, tone_wav, wav_of
 from tests.support.broker import Broker
 from tests.support.world import World, world_of
 

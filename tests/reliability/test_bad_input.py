@@ -10,7 +10,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge import dispatcher
+from bridge.core import dispatcher
 from tests.support import figures
 from tests.support.mqtt_probe import Received
 from tests.support.world import World

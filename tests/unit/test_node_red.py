@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bridge.topics import Route, Topics
+from bridge.core.topics import Route, Topics
 
 FLOWS = Path(__file__).parents[2] / "examples/node-red/flows.json"
 TOPICS = Topics("tencent2mqtt")

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.core.observe import CallRecord
 from bridge.errors import UpstreamError
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.lean import LeanTransport
-from bridge.tencent.observe import CallRecord
 from bridge.tencent.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, deadline=5.0)

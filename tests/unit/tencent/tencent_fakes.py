@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
+from bridge.core.observe import CallObserver, CallRecord
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
-from bridge.tencent.observe import CallObserver, CallRecord
 from bridge.tencent.retry import RetryPolicy
 
 APPKEY = "e38267c0e86411ebb02aed82acb0ed99"

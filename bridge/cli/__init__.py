@@ -1,0 +1,1 @@
+"""The `tencent2mqtt` command line."""

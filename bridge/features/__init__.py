@@ -1,0 +1,1 @@
+"""What the bridge does: bridge health, Home Assistant discovery, IVH and Desk."""

@@ -1,0 +1,275 @@
+"""What the bridge knows about IVH sessions, and the retained topics and events it keeps current.
+
+A poll of `listsessionofuin` is diffed against the last one by a small signature per session, so
+a poll where nothing changed publishes nothing (SPEC 3.4). A session that leaves the list is
+closed. Closed sessions keep their retained `closed` state for `closed_retention` seconds, then
+their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from bridge.core.envelope import Emitter, Publisher, dumps, now_iso
+from bridge.core.topics import Topics, valid_session_id
+from bridge.tencent.models import SessionInfo, status_name
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
+SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
+SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size (10,000 sessions: ~3 MB)
+ACTED_MEMORY = 600.0  # seconds an action's mark is kept: longer than any listing takes to come
+Signature = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """The retained `<base>/ivh/<sid>/state` payload (SPEC 2.2)."""
+
+    session_id: str
+    status: str
+    status_code: int | None
+    started: bool
+    driver_type: int | None
+    user_id: str | None
+    play_stream_addr: str | None
+    updated_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The payload as a dict. Every field is a str, int, bool or None, so this is what
+        `dataclasses.asdict` gives, without its deep copy of each value (a tenth of the
+        bridge's CPU for an `ivh/get_session`)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    @property
+    def terminal(self) -> bool:
+        """Closed or failed: no channel, no more drives."""
+        return self.status_code in TERMINAL
+
+    @property
+    def drivable(self) -> bool:
+        """In progress and started: the command channel may open (PROTOCOL A.3, A.4)."""
+        return self.status_code == 1 and self.started
+
+    def signature(self) -> Signature:
+        """Everything but `updated_at`."""
+        return (
+            self.status_code,
+            self.started,
+            self.driver_type,
+            self.user_id,
+            self.play_stream_addr,
+        )
+
+
+_FIELDS = tuple(f.name for f in fields(SessionState))
+
+
+def info_signature(info: SessionInfo) -> Signature:
+    """The signature of a listed session, without building its state."""
+    return (
+        info.session_status,
+        info.is_session_started,
+        info.driver_type,
+        info.user_id,
+        info.play_stream_addr,
+    )
+
+
+def state_of(info: SessionInfo, *, known: SessionState | None = None) -> SessionState:
+    """A listed session as a state; fields the list lacks are kept from what was known."""
+    return SessionState(
+        session_id=info.session_id,
+        status=status_name(info.session_status),
+        status_code=info.session_status,
+        started=info.is_session_started,
+        driver_type=info.driver_type if info.driver_type is not None else _k(known, "driver_type"),
+        user_id=info.user_id if info.user_id is not None else _k(known, "user_id"),
+        play_stream_addr=info.play_stream_addr or _k(known, "play_stream_addr"),
+        updated_at=now_iso(),
+    )
+
+
+def _k(known: SessionState | None, name: str) -> Any:
+    return getattr(known, name) if known is not None else None
+
+
+Transition = Callable[[SessionState | None, SessionState], None]
+
+
+class SessionTracker:
+    """Live and recently closed sessions, their retained topics and their events."""
+
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        emitter: Emitter,
+        topics: Topics,
+        closed_retention: float,
+        on_transition: Transition,
+    ) -> None:
+        self._publisher = publisher
+        self._emitter = emitter
+        self._topics = topics
+        self._retention = closed_retention
+        self._on_transition = on_transition
+        self._states: dict[str, SessionState] = {}
+        self._signatures: dict[str, Signature] = {}
+        self._bodies: dict[str, bytes] = {}  # the retained state of each session, serialised
+        self._closed_at: dict[str, float] = {}
+        self._snapshot_dirty = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._refused: set[str] = set()  # session ids not fit for a topic, each logged once
+        self._acted: dict[str, float] = {}  # sessions an action updated, and when (monotonic)
+
+    def get(self, session_id: str) -> SessionState | None:
+        """The last known state of a session."""
+        return self._states.get(session_id)
+
+    @property
+    def live_count(self) -> int:
+        """Sessions not closed or failed."""
+        return sum(1 for s in self._states.values() if not s.terminal)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def apply_list(self, infos: Iterable[SessionInfo], *, asked_at: float | None = None) -> None:
+        """A full listing: diff, publish what changed, close what is gone.
+
+        `asked_at` (monotonic) is when the listing was asked for: it shows the sessions as they
+        were then, so one an action changed since (created, started, closed meanwhile) is left
+        as the action made it, for the next listing to judge. Missing from this one, a session
+        created meanwhile would be published closed, and a closed session never reopens.
+        """
+        newer = self._acted_since(asked_at)
+        listed = set()
+        for info in infos:
+            sid = info.session_id
+            listed.add(sid)
+            if sid not in newer and self._signatures.get(sid) != info_signature(info):
+                self._apply(state_of(info, known=self._states.get(sid)))
+        for sid, state in list(self._states.items()):
+            if sid not in listed and sid not in newer and not state.terminal:
+                self._close(sid)  # left the list: closed (SPEC 3.4)
+        self.flush()
+
+    def _acted_since(self, asked_at: float | None) -> set[str]:
+        """Sessions an action changed after `asked_at`. Marks older than any listing still on
+        its way are dropped (two listings may be: a poll and `ivh/list_sessions`)."""
+        if asked_at is None:
+            return set()
+        oldest = asked_at - ACTED_MEMORY
+        self._acted = {sid: at for sid, at in self._acted.items() if at > oldest}
+        return {sid for sid, at in self._acted.items() if at > asked_at}
+
+    def apply(self, state: SessionState) -> None:
+        """One session's new state (from an action); publishes it, and the snapshot soon."""
+        self._acted[state.session_id] = time.monotonic()
+        self._apply(state)
+        self._flush_soon()
+
+    def _apply(self, state: SessionState) -> None:
+        if not valid_session_id(state.session_id):
+            self._refuse(state.session_id)
+            return
+        before = self._states.get(state.session_id)
+        if before is not None and before.signature() == state.signature():
+            return
+        if before is not None and before.terminal and not state.terminal:
+            return  # a closed session never reopens: a listing that lags behind a close
+        body = dumps(state.as_dict())
+        self._states[state.session_id] = state
+        self._signatures[state.session_id] = state.signature()
+        self._bodies[state.session_id] = body
+        self._publisher.set_retained(self._topics.ivh_state(state.session_id), body)
+        self._snapshot_dirty = True
+        self._events(before, state)
+        self._on_transition(before, state)
+
+    def _refuse(self, session_id: str) -> None:
+        """A session id from upstream that cannot name a topic (`/`, `+`, `#`, ...): ignored."""
+        if session_id in self._refused:
+            return
+        if len(self._refused) >= 1000:
+            self._refused.clear()
+        self._refused.add(session_id)
+        log.warning("ivh: ignoring session id %r: not a valid topic level", session_id[:140])
+
+    def mark_closed(self, session_id: str) -> None:
+        """The session is closed (closed through the bridge, or 110013): publish it now."""
+        self._acted[session_id] = time.monotonic()
+        self._close(session_id)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Publish the snapshot shortly: actions on many sessions share one (it can be large)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flush_handle is None:
+            delay = min(SNAPSHOT_DELAY_MAX, SNAPSHOT_DELAY + len(self._bodies) / 10_000)
+            self._flush_handle = loop.call_later(delay, self.flush)
+
+    def _close(self, session_id: str) -> None:
+        known = self._states.get(session_id)
+        if known is not None and known.status_code == 2:
+            return
+        base = known or SessionState(session_id, "closed", 2, False, None, None, None, "")
+        self._apply(replace(base, status="closed", status_code=2, updated_at=now_iso()))
+
+    def _events(self, before: SessionState | None, after: SessionState) -> None:
+        was = before.status if before else None
+        if was != after.status:
+            self._emitter.emit(
+                "ivh",
+                after.session_id,
+                "status_changed",
+                after.as_dict(),
+                before=was,
+                after=after.status,
+            )
+        if after.terminal:
+            self._closed_at.setdefault(after.session_id, time.monotonic())
+            if after.status_code == 2 and was != "closed":
+                self._emitter.emit("ivh", after.session_id, "session_closed", after.as_dict())
+        else:
+            self._closed_at.pop(after.session_id, None)
+
+    # -- outputs --------------------------------------------------------------------------------
+    def expire(self) -> None:
+        """Clear the retained topics of sessions closed longer than `closed_retention`."""
+        limit = time.monotonic() - self._retention
+        for sid in [s for s, at in self._closed_at.items() if at <= limit]:
+            del self._closed_at[sid]
+            self._acted.pop(sid, None)
+            self._states.pop(sid, None)
+            self._signatures.pop(sid, None)
+            self._bodies.pop(sid, None)
+            self._publisher.clear_retained(self._topics.ivh_state(sid))
+            self._publisher.clear_retained(self._topics.ivh_channel(sid))
+            self._emitter.forget("ivh", sid)
+            self._snapshot_dirty = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Publish the retained `sessions` snapshot if anything in it changed."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._snapshot_dirty:
+            return
+        self._snapshot_dirty = False
+        # Joined from each session's serialised state: a snapshot of 10,000 costs a join.
+        sessions = b",".join(self._bodies.values())
+        updated = dumps({"updated_at": now_iso()})[1:]
+        self._publisher.set_retained(
+            self._topics.ivh_sessions, b'{"sessions":[%s],%s' % (sessions, updated)
+        )

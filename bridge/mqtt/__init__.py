@@ -1,0 +1,1 @@
+"""The MQTT link and the short-lived tool client: the only package that imports paho or aiomqtt."""

@@ -1,0 +1,1 @@
+"""Operating the bridge: the HTTP endpoint, metrics, logging, GC settings."""
