@@ -14,6 +14,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from bench.procs import ProcSample
 from bench.stack import Stack, stack
 from bridge.cli.demo.tone import tone_pcm, wav_of
 from bridge.features.ivh.frames import drive, new_req_id
@@ -53,6 +54,7 @@ async def _bridge(s: Stack, ids: list[str], wav: bytes) -> dict[str, Any]:
     await s.mqtt.settle(10)
     s.mqtt.on_message = catch
     before, started = s.bridge.sample(), time.monotonic()
+    receiver = ProcSample.of(s.emulator.pid)
     for sid in ids:
         s.mqtt.publish_now(f"{s.base}/ivh/{sid}/audio", wav)
     try:
@@ -60,6 +62,7 @@ async def _bridge(s: Stack, ids: list[str], wav: bytes) -> dict[str, Any]:
     finally:
         s.mqtt.on_message = None
     after, took = s.bridge.sample(), time.monotonic() - started
+    received = ProcSample.of(s.emulator.pid)
     audio_s = len(ids) * (len(wav) - 44) / 32000
     errors = [r["error"]["code"] for r in replies if r.get("status") != "ok"]
     return {
@@ -68,6 +71,8 @@ async def _bridge(s: Stack, ids: list[str], wav: bytes) -> dict[str, Any]:
         "bridge_cpu_ms_per_audio_s": round((after.cpu_s - before.cpu_s) * 1000 / audio_s, 3),
         "bridge_cpu_share": round(before.cpu_share(after), 3),
         "bridge_rss_growth_mb": round((after.rss_kb - before.rss_kb) / 1024, 1),
+        # The judge times arrivals in the emulator: a busy emulator bunches and delays them.
+        "emulator_cpu_share": round(receiver.cpu_share(received), 3),
         **await _judged(s, ids),
     }
 

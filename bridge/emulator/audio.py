@@ -1,14 +1,14 @@
-"""What the emulated cloud saw of each audio utterance: the PCM and a pacing judge (PROTOCOL A.5).
+"""What the emulated cloud saw of each audio utterance: its PCM and a pacing judge.
 
-For each ReqId it keeps the byte count and SHA-256 of the PCM received, the Seqs, how it ended,
-and the packets' arrival times. The *send real-time ratio* after the first 6 packets is wall
-time between packets over the audio time they carry, measured over a window of the last 6
-intervals (about a second of audio; at least 3, so the first is judged at the 9th packet: one
-late frame on the wire, the burst's last one too, is not a stutter, and a sender keeping one
-packet per 120 ms stays at 0.75 or above). A window below 0.75 marks its
-packet *throttled*, above 1 *stutter*; in a live utterance (one whose first 6 packets did not
-come in a burst: a microphone's pace) a window above 1 is the source pausing, counted as
-*paused*. The utterance's `ratio` is the same over every interval after the 6th.
+The rules are docs/protocol.md A.5's. For each ReqId it keeps the byte count and SHA-256 of the
+PCM received, the Seqs, how it ended, and the packets' arrival times. The *send real-time
+ratio* after the first 6 packets is wall time between packets over the audio time they carry,
+measured over windows of the last 6 intervals (about a second of audio; at least 3, so the
+first is judged at the 9th packet: one frame late on the wire, the burst's last one too, is no
+stutter, and a sender keeping one packet per 120 ms stays at 0.75 or above). A window below
+0.75 marks its packet *throttled*, above 1 *stutter*; in a live utterance (one whose first 6
+packets did not come in a burst: a microphone's pace) a window above 1 is the source pausing,
+counted as *paused*. The utterance's `ratio` is the same over every interval after the 6th.
 """
 
 from __future__ import annotations

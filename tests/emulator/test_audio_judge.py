@@ -1,4 +1,4 @@
-"""The emulator's pacing judge (PROTOCOL A.5 SEND_AUDIO), on made-up arrival times."""
+"""The emulator's pacing judge (docs/protocol.md A.5 SEND_AUDIO), on made-up arrival times."""
 
 from __future__ import annotations
 

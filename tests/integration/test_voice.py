@@ -1,4 +1,4 @@
-"""Voice drive end to end (SPEC 3.9, docs/protocol.md A.5 SEND_AUDIO): real mosquitto, the
+"""Voice drive end to end (docs/protocol.md A.5 SEND_AUDIO, docs/voice.md): real mosquitto, the
 emulator over sockets, the bridge; the emulator's judge says what the cloud saw."""
 
 from __future__ import annotations

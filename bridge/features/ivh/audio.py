@@ -23,6 +23,8 @@ BURST = 6  # packets sent at once before pacing starts (A.5)
 # A.5: one packet every 120 ms after the burst, and a ratio of at least 0.75 as the cloud sees
 # them: the same tenth of margin as text pacing, so jitter on the way cannot bring two closer.
 GAP = 0.120 * 1.1
+# Catching up after a late one: still 5 ms over 120 ms, for the jitter on the way.
+FLOOR = 0.125
 _FORMATS = {1: "PCM", 2: "MS ADPCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0x11: "IMA ADPCM",
             0x55: "MP3"}  # fmt: skip
 _EXTENSIBLE = 0xFFFE
@@ -157,23 +159,28 @@ class Cutter:
 
 
 class Pacer:
-    """When each packet of a file may leave: the first `BURST` at once, then each `gap` after
-    the previous one *left* (a late packet is never followed by a closer one: the ratio the
-    cloud measures stays above 0.75)."""
+    """When each packet of a file may leave: the first `BURST` at once, then one per `gap` on a
+    schedule from the burst, so a late wake-up is caught up; but never closer than `floor` to
+    the previous one, so the ratio the cloud measures stays above 0.75."""
 
-    def __init__(self, *, burst: int = BURST, gap: float = GAP) -> None:
+    def __init__(self, *, burst: int = BURST, gap: float = GAP, floor: float = FLOOR) -> None:
         self._burst = burst
         self._gap = gap
-        self._last: float | None = None
+        self._floor = floor
+        self._start: float | None = None  # when the burst left
+        self._last = 0.0
         self._index = 0
 
     def due(self, now: float) -> float:
         """When the next packet may go (`now` or later)."""
-        if self._index < self._burst or self._last is None:
+        if self._index < self._burst or self._start is None:
             return now
-        return max(now, self._last + self._gap)
+        planned = self._start + (self._index - self._burst + 1) * self._gap
+        return max(now, planned, self._last + self._floor)
 
     def sent(self, at: float) -> None:
         """The next packet left at `at`."""
         self._index += 1
         self._last = at
+        if self._index == self._burst:
+            self._start = at

@@ -121,8 +121,8 @@ AudioBytes = Annotated[
 
 
 class SendAudio(SessionPayload):
-    """`ivh/send_audio`: a WAV (a file utterance) or the next piece of a live one (PROTOCOL
-    A.5 SEND_AUDIO); an empty piece or `final` ends a live utterance."""
+    """`ivh/send_audio`: a WAV (a file utterance) or the next piece of a live one
+    (docs/protocol.md A.5 SEND_AUDIO); an empty piece or `final` ends a live utterance."""
 
     audio: AudioBytes = b""
     final: Flag = False

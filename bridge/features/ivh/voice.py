@@ -1,4 +1,4 @@
-"""Voice drive (docs/protocol.md A.5 `SEND_AUDIO`, C.5; SPEC 3.9): utterances and ordering.
+"""Voice drive (docs/protocol.md A.5 `SEND_AUDIO`, C.5): utterances and their ordering with text.
 
 One audio utterance per session at a time, one ReqId each, Seq from 1, closed by an empty
 `Audio` with `IsFinal`. A *file* is paced (`audio.Pacer`); a *live* source's packets go out as

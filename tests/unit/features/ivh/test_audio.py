@@ -143,17 +143,19 @@ def test_the_pacer_sends_six_at_once_then_one_per_gap() -> None:
     assert 0.75 < ratio < 1  # A.5's bounds, with the margin inside them
 
 
-def test_a_late_packet_is_not_followed_by_a_closer_one() -> None:
+def test_a_late_packet_is_caught_up_never_closer_than_the_floor() -> None:
     clock, pacer, sent = FakeClock(), audio.Pacer(), []
-    for i in range(12):
+    for i in range(40):
         clock.now = pacer.due(clock.now)
         if i == 8:
-            clock.now += 0.025  # the loop woke 25 ms late
+            clock.now += 0.04  # the loop woke 40 ms late
         sent.append(clock.now)
         pacer.sent(clock.now)
     gaps = [b - a for a, b in itertools.pairwise(sent[5:])]
-    assert min(gaps) >= audio.GAP - 1e-9  # never below 120 ms + margin: ratio >= 0.75
-    assert max(gaps) <= audio.PACKET_SECONDS + 1e-9  # and that one not past 160 ms
+    assert min(gaps) >= audio.FLOOR - 1e-9  # never below 120 ms + margin: ratio >= 0.75
+    assert max(gaps) <= audio.GAP + 0.04 + 1e-9
+    assert abs(sent[-1] - (sent[5] + 34 * audio.GAP)) < 1e-9  # back on schedule
+    assert 0.75 < audio.FLOOR / audio.PACKET_SECONDS < audio.GAP / audio.PACKET_SECONDS < 1
 
 
 def test_the_pacer_never_waits_in_the_burst() -> None:
