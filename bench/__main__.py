@@ -15,7 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, command, desk_callback, events, httpcost, polling, streams, throughput
+from bench import (
+    audio,
+    cluster,
+    command,
+    desk_callback,
+    events,
+    httpcost,
+    polling,
+    streams,
+    throughput,
+)
 
 Scenario = Callable[..., Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -27,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "httpcost": httpcost.run,
     "desk_callback": desk_callback.run,
     "cluster": cluster.run,
+    "audio": audio.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -317,6 +317,8 @@ class BridgeConfig(Section):
     """`[bridge]`: request handling limits."""
 
     max_payload: PositiveInt = 64 * 1024
+    # ivh/send_audio carries a whole WAV: 16 MiB is 8.7 minutes as bytes, 6.5 as base64 JSON.
+    max_audio_payload: PositiveInt = 16 * 1024 * 1024
     health_interval: Seconds = 30.0
     dedup_window: SecondsOrZero = 60.0
     shutdown_timeout: Seconds = 10.0

@@ -21,6 +21,14 @@ from bridge.features.ivh.tracker import SessionState
 from bridge.tencent.models import DeskState
 
 REF = "#/components/schemas/{model}"
+# The binary shorthand (SPEC 2.2 `ivh/<sid>/audio`): bytes, one message per content type.
+AUDIO_MESSAGES = {
+    "ivh_audio_wav": ("audio/wav", "A whole WAV (16 kHz, 16-bit, mono PCM): a file utterance."),
+    "ivh_audio_pcm": (
+        "audio/L16;rate=16000;channels=1",
+        "Raw PCM, little-endian: the next piece of a live utterance; empty ends it.",
+    ),
+}
 
 
 class _Doc(BaseModel):
@@ -123,12 +131,12 @@ class _Builder:
         """A message in components."""
         self.messages.setdefault(name, {"name": name, "summary": summary, "payload": payload})
 
-    def channel(self, doc: TopicDoc, message: str) -> None:
-        """A channel with one message, and the bridge's operation on it."""
+    def channel(self, doc: TopicDoc, *messages: str) -> None:
+        """A channel with its messages, and the bridge's operation on it."""
         channel: dict[str, Any] = {
             "address": doc.address,
             "description": doc.summary + (" Retained." if doc.retained else ""),
-            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "messages": {m: {"$ref": f"#/components/messages/{m}"} for m in messages},
         }
         if SID in doc.address:
             about = "A session id: 1-128 letters, digits or ._:@- starting with a letter or digit."
@@ -142,7 +150,7 @@ class _Builder:
             "action": "receive" if doc.inbound else "send",
             "channel": {"$ref": f"#/channels/{doc.key}"},
             "summary": doc.summary,
-            "messages": [{"$ref": f"#/channels/{doc.key}/messages/{message}"}],
+            "messages": [{"$ref": f"#/channels/{doc.key}/messages/{m}"} for m in messages],
         }
 
 
@@ -181,6 +189,8 @@ def _add(b: _Builder, doc: TopicDoc, specs: dict[str, ActionSpec]) -> None:
     if doc.kind == "request" and spec is not None:
         b.message(doc.key, _request_schema(b, spec, shorthand=False), spec.summary)
         b.channel(doc, doc.key)
+    elif doc.key == "ivh_audio":
+        _add_audio(b, doc)
     elif doc.kind == "command" and spec is not None:
         b.message(doc.key, _request_schema(b, spec, shorthand=True), doc.summary)
         b.channel(doc, doc.key)
@@ -192,6 +202,15 @@ def _add(b: _Builder, doc: TopicDoc, specs: dict[str, ActionSpec]) -> None:
         b.channel(doc, "event")
     else:
         _add_other(b, doc)
+
+
+def _add_audio(b: _Builder, doc: TopicDoc) -> None:
+    """Bytes only: no JSON schema, a content type per kind of audio."""
+    for name, (content_type, summary) in AUDIO_MESSAGES.items():
+        payload = {"type": "string", "format": "binary", "description": summary}
+        b.message(name, payload, summary)
+        b.messages[name]["contentType"] = content_type
+    b.channel(doc, *AUDIO_MESSAGES)
 
 
 def _add_other(b: _Builder, doc: TopicDoc) -> None:

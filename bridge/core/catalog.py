@@ -128,12 +128,18 @@ def _session_topics(t: Topics) -> list[TopicDoc]:
                     key=f"{service}_{leaf}",
                     address=t.shorthand(service, SID, leaf),
                     kind="command",
-                    summary=f"Shorthand for {action}.",
+                    summary=_SHORTHAND_NOTES.get(action, f"Shorthand for {action}."),
                     inbound=True,
                     action=action,
                 )
             )
     return docs
+
+
+_SHORTHAND_NOTES = {
+    "ivh/send_audio": "Shorthand for ivh/send_audio, bytes only: a WAV (audio/wav) or raw PCM "
+    "pieces (audio/L16;rate=16000); empty ends a live utterance.",
+}
 
 
 def _discovery_topics(ha: DiscoveryTopics) -> list[TopicDoc]:

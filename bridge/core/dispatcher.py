@@ -25,7 +25,7 @@ from bridge.core.dedup import Deduplicator
 from bridge.core.envelope import Emitter, Publisher, dumps, error_response, ok_response
 from bridge.core.inbound import Inbound
 from bridge.core.ownership import request_key
-from bridge.core.requests import RequestContext, decode_payload, expired, validate
+from bridge.core.requests import RequestContext, decode_payload, expired, payload_limit, validate
 from bridge.core.topics import BadRoute, Route, Topics
 from bridge.errors import BridgeError, RequestError
 
@@ -146,9 +146,10 @@ class Dispatcher:
     ) -> _Job | None:
         if msg.retain:
             raise RequestError("command messages must not be retained", code="retained_command")
-        if len(msg.payload) > self._config.max_payload:
+        limit = payload_limit(route.action, self._config)
+        if len(msg.payload) > limit:
             raise RequestError(
-                f"payload is {len(msg.payload)} bytes, the limit is {self._config.max_payload}",
+                f"payload is {len(msg.payload)} bytes, the limit is {limit}",
                 code="payload_too_large",
             )
         data = decode_payload(route, msg.payload)

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge.config import BridgeConfig
 from bridge.core import jsontext
 from bridge.core.actions import Payload
 from bridge.core.inbound import Inbound
@@ -18,6 +19,8 @@ from bridge.ids import valid_session_id
 
 # Shorthand topics that take plain text: the field the text becomes (SPEC 2.2, 2.3).
 PLAIN_TEXT_FIELD = {"ivh/send_text": "text", "ivh/stream_text": "text", "desk/send_stream": "chunk"}
+# Shorthand topics that take bytes only (PCM may begin with any byte): the field they fill.
+BINARY_FIELD = {"ivh/send_audio": "audio"}
 # Request keys the bridge consumes itself; they never reach a payload model.
 ENVELOPE_KEYS = ("transaction", "expires_at")
 
@@ -63,6 +66,11 @@ class RequestContext:
             self.session_id = sid
 
 
+def payload_limit(action: str, config: BridgeConfig) -> int:
+    """The largest payload `action` takes: audio has its own limit (a WAV of minutes)."""
+    return config.max_audio_payload if action in BINARY_FIELD else config.max_payload
+
+
 def _valid_response_topic(topic: str | None) -> str | None:
     if not topic or "+" in topic or "#" in topic or "\0" in topic:
         return None
@@ -70,7 +78,10 @@ def _valid_response_topic(topic: str | None) -> str | None:
 
 
 def decode_payload(route: Route, raw: bytes) -> dict[str, Any]:
-    """Bytes -> a JSON object; shorthand text topics also take plain text."""
+    """Bytes -> a JSON object; shorthand text topics also take plain text, binary ones bytes."""
+    binary = BINARY_FIELD.get(route.action) if route.shorthand else None
+    if binary:
+        return {binary: raw, "session_id": route.session_id}
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -16,6 +16,7 @@ SHORTHANDS: dict[str, dict[str, str]] = {
         "stream": "ivh/stream_text",
         "interrupt": "ivh/interrupt",
         "command": "ivh/send_command",
+        "audio": "ivh/send_audio",
     },
     "desk": {
         "stream": "desk/send_stream",

@@ -20,6 +20,8 @@ IVH (admin_ivh.py)
     POST   /emulator/ivh/sessions/{sid}/push    ``{"frame":{...}}`` to its socket (404 if none)
     POST   /emulator/ivh/push                   ``{"frame":{...},"sessions":[...]|null}`` -> count
     POST   /emulator/ivh/sessions/{sid}/drop    cut its socket (``{"code","reason"}``: close)
+    GET    /emulator/ivh/sessions/{sid}/audio   ``{"utterances":[...]}``: PCM bytes and SHA-256,
+                                                Seqs, ending, pacing ratio (audio.py)
 Desk (admin_desk.py)
     POST   /emulator/desk/sessions              ``{"session_id"?,"state"?,"raw_state"?,"agent_id"?,
                                                 "client_user_id"?,"customer_service_id"?}``

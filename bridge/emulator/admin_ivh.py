@@ -167,6 +167,15 @@ async def drop(request: Request) -> JSONResponse:
     return JSONResponse({"dropped": True})
 
 
+@admin_endpoint
+async def audio(request: Request) -> JSONResponse:
+    """What the cloud saw of the session's last audio utterances: PCM size and SHA-256, Seqs,
+    how each ended, and the pacing judge (audio.py)."""
+    session = _session(emulator_state(request), request.path_params["sid"])
+    assert session.speaker is not None
+    return JSONResponse({"utterances": session.speaker.audio_log.report()})
+
+
 def ivh_routes() -> list[Route]:
     """The routes of this module."""
     return [
@@ -175,4 +184,5 @@ def ivh_routes() -> list[Route]:
         Route("/emulator/ivh/sessions/{sid}/push", push_one, methods=["POST"]),
         Route("/emulator/ivh/sessions/{sid}/drop", drop, methods=["POST"]),
         Route("/emulator/ivh/push", push_many, methods=["POST"]),
+        Route("/emulator/ivh/sessions/{sid}/audio", audio, methods=["GET"]),
     ]

@@ -20,23 +20,26 @@ from typing import Any
 
 from bridge.emulator import fields
 from bridge.emulator.ivh_state import BAD_PARAMS, IvhSession
-from bridge.emulator.speech import Speaker
+from bridge.emulator.speech import AUDIO_PLAYS, TEXT_SPEAKS, Speaker
 from bridge.emulator.wire import parse_json
 
 Command = Callable[[IvhSession, Speaker, str, dict[str, Any]], None]
 MAX_TEXT = 4000  # A.5 SEND_TEXT
 MAX_STREAM_TEXT = 1000  # A.5 SEND_STREAMTEXT: 2000 (zh doc) or 1000 (EN doc); the strict reading
 MAX_AUDIO_B64 = 256 * 1024
+MAX_PACKET = 5120  # A.5: 160 ms packets; the strict reading: never more in one
+WRONG_TIME = 110015  # A.7: an instruction sent at the wrong time (the A.5 ordering rules)
 
 
 class DriveError(Exception):
     """A drive the cloud would refuse with a Type 9 frame."""
 
-    def __init__(self, message: str, *, req_id: str = "", seq: int = 0) -> None:
+    def __init__(self, message: str, *, req_id: str = "", seq: int = 0, code: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.req_id = req_id
         self.seq = seq
+        self.code = code or (WRONG_TIME if message in (AUDIO_PLAYS, TEXT_SPEAKS) else BAD_PARAMS)
 
 
 def failed_payload(error: DriveError) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def failed_payload(error: DriveError) -> dict[str, Any]:
         "Type": 9,
         "ReqId": error.req_id,
         "Seq": error.seq,
-        "ErrorCode": BAD_PARAMS,
+        "ErrorCode": error.code,
         "ErrorMsg": error.message,
     }
 
@@ -113,7 +116,9 @@ def _send_text(session: IvhSession, speaker: Speaker, req_id: str, data: dict[st
     interrupt = fields.flag(data, "Interrupt")
     chat = fields.text(data, "ChatCommand") != "NotUseChat"
     if text:
-        speaker.say(req_id, text, chat=chat)
+        error = speaker.say(req_id, text, chat=chat)
+        if error:
+            raise DriveError(error)
     elif interrupt:
         speaker.interrupt_drive()
     else:
@@ -151,7 +156,9 @@ def _send_audio(session: IvhSession, speaker: Speaker, req_id: str, data: dict[s
         raise DriveError("Audio must be 16-bit PCM (an even number of bytes)")
     if not pcm and not final:
         raise DriveError("Audio is empty")
-    error = speaker.audio(req_id, seq=seq, packet=audio, final=final)
+    if len(pcm) > MAX_PACKET:
+        raise DriveError(f"Audio carries {len(pcm)} bytes: a packet is 160 ms (5120 bytes) at most")
+    error = speaker.audio(req_id, seq=seq, pcm=pcm, final=final)
     if error:
         raise DriveError(error)
 

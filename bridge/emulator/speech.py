@@ -8,7 +8,13 @@ current one, which then ends with its terminal status (``TextOver``, or ``AudioO
 - ``SEND_STREAMTEXT``: WaitingTextStart, TextStart, per clause SentenceStart [SentenceNext in
   clause mode] SentenceOver, then TextOver once final (sent, or after ``StreamMaxInterval``).
 - ``SEND_AUDIO``: WaitingAudioStart, AudioStart, AudioOver with FinalType 1 (the client sent
-  the final packet) or 2 (auto-finalised after ``StreamMaxInterval``).
+  the final packet) or 2 (auto-finalised after ``StreamMaxInterval``), once the audio received
+  has been played (in real time from AudioStart, waiting for late packets).
+
+A.5's ordering rules for text and audio mixed are enforced (error 110015, "sent at the wrong
+time"): audio while text speaks (interrupt it and wait for TextOver first), text or new audio
+while audio plays (finish it with IsFinal and wait for AudioOver first). An empty-text interrupt
+stops audio as it stops text. ``audio_log`` judges each audio utterance's pacing (audio.py).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bridge.emulator.audio import AudioLog
+
 Emit = Callable[[dict[str, Any]], None]
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 Kind = Literal["text", "stream", "audio"]
@@ -29,6 +37,8 @@ Kind = Literal["text", "stream", "audio"]
 # A clause ends at CJK or ASCII sentence punctuation (a '.' only when a space follows).
 _CLAUSE = re.compile(r".*?(?:[。！？；!?;\n]|\.(?=\s))", re.DOTALL)
 _FINISHED_MEMORY = 64
+AUDIO_PLAYS = "audio is playing: send IsFinal and wait for AudioOver first (A.5)"
+TEXT_SPEAKS = "text is speaking: interrupt it and wait for TextOver first (A.5)"
 
 
 def split_clauses(buffer: str) -> tuple[list[str], str]:
@@ -63,6 +73,7 @@ class Utterance:
     final_type: int = 1
     done: bool = False
     speaking: bool = False  # TextStart or AudioStart sent
+    plays_until: float = 0.0  # audio: when what was received will have been played
     task: asyncio.Task[None] | None = None
 
     def add(self, text: str, now: float) -> None:
@@ -107,15 +118,20 @@ class Speaker:
         self._clock = clock
         self.current: Utterance | None = None
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self.audio_log = AudioLog()
 
     # --- drives -------------------------------------------------------------------------
 
-    def say(self, req_id: str, text: str, *, chat: bool) -> None:
-        """SEND_TEXT with text: interrupts what is playing, then speaks (after an LLM answer)."""
+    def say(self, req_id: str, text: str, *, chat: bool) -> str | None:
+        """SEND_TEXT with text: interrupts text that is playing, then speaks (after an LLM
+        answer); an error message while audio plays (A.5)."""
+        if self._audio_playing():
+            return AUDIO_PLAYS
         utt = self._begin(Utterance(req_id=req_id, kind="text"), "WaitingTextStart")
         answer = llm_answer(text) if chat else None
         spoken = " ".join(answer) if answer else text
         utt.task = self._spawn(self._run_text(utt, spoken, answer), f"{self._name}-text")
+        return None
 
     def interrupt_drive(self) -> bool:
         """An interrupt instruction: A.5 says to send it only after TextStart, so before the
@@ -140,22 +156,35 @@ class Speaker:
         if isinstance(utt, str):
             return utt
         if utt is None:
+            if self._audio_playing():
+                return AUDIO_PLAYS
             utt = self._begin(Utterance(req_id=req_id, kind="stream", clause_mode=clause))
             self._status(utt, "WaitingTextStart")
             utt.task = self._spawn(self._run_stream(utt), f"{self._name}-stream")
         self._feed(utt, seq, text, final)
         return None
 
-    def audio(self, req_id: str, *, seq: int, packet: str, final: bool) -> str | None:
-        """One SEND_AUDIO packet (``packet`` non-empty when it carried audio); or an error."""
+    def audio(self, req_id: str, *, seq: int, pcm: bytes, final: bool) -> str | None:
+        """One SEND_AUDIO packet (``pcm`` empty in a closing one); or an error."""
         utt = self._continue(req_id, "audio", seq)
         if isinstance(utt, str):
             return utt
+        now = self._clock()
         if utt is None:
+            if self.current is not None and not self.current.done:
+                return AUDIO_PLAYS if self.current.kind == "audio" else TEXT_SPEAKS
             utt = self._begin(Utterance(req_id=req_id, kind="audio"), "WaitingAudioStart")
+            utt.plays_until = now + self.delay
             utt.task = self._spawn(self._run_audio(utt), f"{self._name}-audio")
-        self._feed(utt, seq, packet, final)
+        if pcm:
+            utt.plays_until = max(utt.plays_until, now) + len(pcm) / 32_000
+        self.audio_log.get(req_id).packet(seq, pcm, final=final, now=now, wall=time.time())
+        self._feed(utt, seq, "a" if pcm else "", final)
         return None
+
+    def _audio_playing(self) -> bool:
+        utt = self.current
+        return utt is not None and utt.kind == "audio" and not utt.done
 
     def stop(self) -> None:
         """Silence without any frame (the session closed)."""
@@ -213,6 +242,9 @@ class Speaker:
             return
         utt.done = True
         self._status(utt, status, seq, **extra)
+        if utt.kind == "audio":
+            how = {1: "client", 2: "auto"}.get(extra.get("FinalType", 0), "interrupted")
+            self.audio_log.ended(utt.req_id, how)
         self._finished[utt.req_id] = None
         while len(self._finished) > _FINISHED_MEMORY:
             self._finished.popitem(last=False)
@@ -272,6 +304,7 @@ class Speaker:
                 started = True
                 await self._pause()
                 self._status(utt, "AudioStart", utt.last_seq)
+        await asyncio.sleep(max(0.0, utt.plays_until - self._clock()))  # the rest plays out
         await self._pause()
         self._finish(utt, "AudioOver", {"FinalType": utt.final_type}, utt.last_seq)
 

@@ -72,6 +72,8 @@ async def test_demo_runs_the_whole_script_and_exits_0() -> None:
     assert traffic("state", "/channel", '"connected"')
     assert traffic("event", "/event", '"type":"speak_status"')
     assert traffic("event", "/event", '"type":"llm_content"')
+    assert traffic("request", "/audio", "bytes of audio")
+    assert traffic("response", "bridge/response/ivh/send_audio", '"status":"ok"')
     assert traffic("event", "tencent2mqtt/desk/", '"type":"stream_finished"')
     assert traffic("request", "/close")
     assert traffic("state", "/state", '"status":"closed"')

@@ -77,9 +77,15 @@ def reaches(start: str, target_type: str) -> bool:
     return False
 
 
+def test_the_wav_is_read_whole_as_bytes() -> None:
+    [reader] = by_type("file in")
+    assert reader["format"] == "" and reader["chunk"] is False  # one Buffer, not lines
+    assert reader["filename"].endswith(".wav")
+
+
 def test_every_inject_reaches_mqtt_out() -> None:
     injects = {n["name"]: n for n in by_type("inject")}
-    assert {"Say hello", "Close session", "Create a session"} <= set(injects)
+    assert {"Say hello", "Close session", "Create a session", "Play a WAV"} <= set(injects)
     for node in injects.values():
         assert reaches(node["id"], "mqtt out"), node["name"]
 
@@ -95,6 +101,9 @@ out.create = fn('create_session request')({payload: 1}, flow, node);
 out.track = fn('remember + start')(
   {payload: {session_id: 's-1', status: 'in_progress', started: false}}, flow, node);
 out.text = fn('to the text topic')({payload: 'Hello'}, flow, node);
+const wav = fn('to the audio topic')({payload: Buffer.from('RIFF....WAVE')}, flow, node);
+out.audio = {topic: wav.topic, binary: Buffer.isBuffer(wav.payload)};
+out.not_a_buffer = fn('to the audio topic')({payload: 'RIFF'}, flow, node);
 out.close = fn('to the close topic')({payload: ''}, flow, node);
 fn('remember + start')({payload: {session_id: 's-1', status: 'closed'}}, flow, node);
 out.after_close = fn('to the text topic')({payload: 'Hello'}, flow, node);
@@ -119,6 +128,9 @@ def test_function_nodes_address_the_right_actions() -> None:
     assert out["track"]["payload"] == {"session_id": "s-1"}
     assert (route(out["text"]).action, route(out["text"]).session_id) == ("ivh/send_text", "s-1")
     assert out["text"]["payload"] == "Hello"
+    assert (route(out["audio"]).action, route(out["audio"]).session_id) == ("ivh/send_audio", "s-1")
+    assert out["audio"]["binary"] is True and out["not_a_buffer"] is None
+    assert out["create"]["payload"]["driver_type"] == 3  # a session that takes audio
     assert route(out["close"]).action == "ivh/close_session"
     assert out["after_close"] is None
 

@@ -16,6 +16,7 @@ import aiohttp
 import click
 
 from bridge.cli.demo.monitor import Monitor
+from bridge.cli.demo.tone import tone_wav
 from bridge.core.topics import Topics
 from bridge.mqtt.toolclient import ToolClient, request
 
@@ -86,7 +87,12 @@ class Kiosk:
         self.say("create a digital human session (ivh/create_session)")
         created = await self.call(
             "ivh/create_session",
-            {"virtualman_project_id": "demo-project", "user_id": "kiosk-1", "protocol": "webrtc"},
+            {
+                "virtualman_project_id": "demo-project",
+                "user_id": "kiosk-1",
+                "protocol": "webrtc",
+                "driver_type": 3,  # voice-driven: it takes audio, and text too
+            },
         )
         sid = str(created["session_id"])
         await self.until(f"ivh/{sid}/state", lambda s: s.get("status") == "in_progress")
@@ -96,7 +102,20 @@ class Kiosk:
         await self.until(f"ivh/{sid}/channel", lambda c: c.get("state") == "connected")
         await self.pause()
         await self.speak(sid)
+        await self.voice(sid)
         return sid
+
+    async def voice(self, sid: str) -> None:
+        """A generated tone as a WAV on the session's audio topic: paced SEND_AUDIO packets."""
+        self.say("voice: a 2 s WAV on the audio topic (SEND_AUDIO, paced by the bridge)")
+        mark = self._monitor.mark()
+        await self._client.publish(self._topics.shorthand("ivh", sid, "audio"), tone_wav(2.0))
+        reply = await self.until("bridge/response/ivh/send_audio", lambda r: True, since=mark)
+        if reply.get("status") != "ok":
+            raise KioskFailed(f"ivh/send_audio failed: {reply.get('error')}")
+        done = _speech_over(reply["data"]["req_id"], "AudioOver")
+        await self.until(f"ivh/{sid}/event", done, since=mark)
+        await self.pause()
 
     async def speak(self, sid: str) -> None:
         """A text drive (with the emulated LLM answering), then a streamed utterance."""
@@ -146,13 +165,13 @@ def _is(event_type: str) -> Callable[[Any], bool]:
     return lambda e: bool(e.get("type") == event_type)
 
 
-def _speech_over(req_id: Any) -> Callable[[Any], bool]:
+def _speech_over(req_id: Any, status: str = "TextOver") -> Callable[[Any], bool]:
     def check(event: Any) -> bool:
         data = event.get("data", {})
         return bool(
             event.get("type") == "speak_status"
             and data.get("req_id") == req_id
-            and data.get("speak_status") == "TextOver"
+            and data.get("speak_status") == status
         )
 
     return check

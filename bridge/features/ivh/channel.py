@@ -123,6 +123,7 @@ class SessionChannel:
         self._started = asyncio.Event()
         self._started.set()
         self._closed = False
+        self._lost: asyncio.Future[None] | None = None
         self.state = "connecting"
         self.connects = 0
         self._condition = Condition(name=f"ivh channel {session_id}", logger=log, up=None)
@@ -131,6 +132,13 @@ class SessionChannel:
     def connected(self) -> bool:
         """Whether a socket is open now."""
         return self._connected.is_set()
+
+    def socket_lost(self) -> asyncio.Future[None]:
+        """Resolved when the socket that carries what is queued now closes: the open one, else
+        the next (a paced audio utterance ends with its socket, docs/voice.md)."""
+        if self._lost is None or self._lost.done():
+            self._lost = asyncio.get_running_loop().create_future()
+        return self._lost
 
     @property
     def queue_depth(self) -> int:
@@ -182,10 +190,14 @@ class SessionChannel:
                 compression=None,
             ) as ws:
                 self.connects += 1
+                lost = self.socket_lost()
                 self._connected.set()
                 self._condition.ok()
                 self._set_state("connected", 0, None)
-                return await self._serve(ws)
+                try:
+                    return await self._serve(ws)
+                finally:
+                    lost.set_result(None)
         except InvalidStatus as exc:
             return f"refused: HTTP {exc.response.status_code}"
         except InvalidURI:  # its text holds the signed URL: never in a log or a topic

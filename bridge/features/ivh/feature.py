@@ -22,6 +22,7 @@ from bridge.features.ivh import frames
 from bridge.features.ivh.channel import ChannelSettings, SessionChannel
 from bridge.features.ivh.payloads import (
     CreateSession,
+    SendAudio,
     SendCommand,
     SendText,
     SessionRef,
@@ -29,6 +30,7 @@ from bridge.features.ivh.payloads import (
 )
 from bridge.features.ivh.tracker import SessionState, SessionTracker, state_of
 from bridge.features.ivh.utterances import Drive, Utterances
+from bridge.features.ivh.voice import Voice, clip_of
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.models import SessionInfo, SessionStat, status_name
 from bridge.tencent.session import HttpSession
@@ -77,6 +79,7 @@ class IvhFeature:
         self._polling = False  # this instance owns the listing poll (always, alone)
         if deps.membership is not None:
             deps.membership.listeners.append(self._moved)
+        self._voice = Voice(utterances=self._utterances, timeout=self._cfg.request_timeout)
         self._locks: dict[str, asyncio.Lock] = {}
         self._condition = Condition(name="ivh", logger=log)
         self._listeners = deps.session_changes
@@ -221,6 +224,7 @@ class IvhFeature:
         sid = after.session_id
         if after.terminal:
             self._utterances.forget(sid)
+            self._voice.forget(sid)
             channel = self._channels.pop(sid, None)
             if channel is not None:
                 channel.close()
@@ -280,6 +284,7 @@ class IvhFeature:
 
     def downstream(self, session_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Publish a downstream frame as an event."""
+        self._voice.heard(session_id, event_type, data)
         self._emitter.emit("ivh", session_id, event_type, data)
 
     # -- session actions ----------------------------------------------------------------------
@@ -414,6 +419,21 @@ class IvhFeature:
         req_id, _ = await self._drive(payload.session_id, lambda: [drive])
         return {"req_id": req_id}
 
+    @action("ivh/send_audio", reply="when_asked")
+    async def send_audio(self, payload: SendAudio) -> dict[str, Any] | None:
+        """Speak audio (SEND_AUDIO, DriverType 3): a WAV paced, or the next live PCM piece."""
+        clip = clip_of(payload.audio, mode=payload.mode, final=payload.final)
+        sid = payload.session_id
+        async with self._locks.setdefault(sid, asyncio.Lock()):  # in arrival order
+            channel = await self._drivable_channel(sid)
+            state = self._tracker.get(sid)
+            if state is None or state.driver_type is None:  # statsession has no DriverType
+                await self.poll_once()
+                state = self._tracker.get(sid)
+            _voice_session(state)
+            reply = await self._voice.take(sid, channel, clip)
+        return await reply
+
     async def _drive(self, sid: str, build: Build) -> tuple[str, dict[str, Any]]:
         """Check the session, build the drive and queue it in arrival order, then wait until
         it is on the socket; its ReqId and Data (of its last frame).
@@ -426,6 +446,7 @@ class IvhFeature:
             channel = await self._drivable_channel(sid)
             channel.check_room()
             parts = build()
+            await self._voice.before_drive(sid, channel, parts)  # A.5 ordering with audio
             roles = [frames.speech_role(command, data) for command, _, data in parts]
             command, req_id, data = parts[-1]
             item = channel.enqueue(
@@ -456,6 +477,16 @@ def _limit(size: int, limit: int, field: str) -> None:
         raise RequestError(
             f"{field} is {size} bytes; Tencent's limit is {limit} bytes (UTF-8)",
             code="payload_too_large",
+        )
+
+
+def _voice_session(state: SessionState | None) -> None:
+    """Audio drives only a DriverType 3 session (docs/protocol.md A.3, A.5)."""
+    driver = state.driver_type if state is not None else None
+    if driver != 3:
+        known = f"DriverType {driver}" if driver is not None else "an unknown DriverType"
+        raise RequestError(
+            f"the session has {known}: audio needs a session created with driver_type 3"
         )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import base64
+import binascii
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from bridge.core.actions import Flag, Payload, SessionPayload
 from bridge.features.ivh.frames import utf8_len
@@ -93,3 +95,35 @@ class SendCommand(SessionPayload):
     command: str = Field(pattern=r"^[A-Z][A-Z_]{1,40}$")
     data: dict[str, Any] = Field(default_factory=dict)
     req_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+
+
+def _audio_bytes(value: Any) -> Any:
+    """Bytes from the binary topic pass as they are; JSON carries base64 text."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError("audio must be base64 (standard alphabet, with padding)") from exc
+    return value
+
+
+AudioBytes = Annotated[
+    bytes,
+    BeforeValidator(_audio_bytes),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "Base64 of a WAV (16 kHz, 16-bit, mono PCM) or of raw PCM like it.",
+        }
+    ),
+]
+
+
+class SendAudio(SessionPayload):
+    """`ivh/send_audio`: a WAV (a file utterance) or the next piece of a live one
+    (docs/protocol.md A.5 SEND_AUDIO); an empty piece or `final` ends a live utterance."""
+
+    audio: AudioBytes = b""
+    final: Flag = False
+    mode: Literal["live", "file"] | None = None

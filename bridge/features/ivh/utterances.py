@@ -57,6 +57,14 @@ class Utterances:
             return "SEND_TEXT", new_req_id(), {"Text": "", "Interrupt": True}
         return "SEND_STREAMTEXT", utt.req_id, {"Text": "", "Interrupt": True, "Seq": utt.seq + 1}
 
+    def max_interval(self, session_id: str) -> float:
+        """Seconds the cloud waits for more of a stream before it finalises it."""
+        return self._max_interval.get(session_id, DEFAULT_STREAM_MAX_INTERVAL)
+
+    def drop(self, session_id: str) -> None:
+        """Forget the live utterance (a chunk built for it was never sent)."""
+        self._live.pop(session_id, None)
+
     def forget(self, session_id: str) -> None:
         """The session closed."""
         self._live.pop(session_id, None)

@@ -134,3 +134,14 @@ def test_a_cluster_document_has_the_membership_topics_and_stays_valid() -> None:
     assert member["address"] == "tencent2mqtt/bridge/instances/{instance_id}"
     assert set(member["parameters"]) == {"instance_id"}
     assert doc["channels"]["cluster_release"]["address"].endswith("/bridge/release/{instance_id}")
+
+
+def test_the_audio_topic_takes_bytes_with_a_content_type(document: dict[str, Any]) -> None:
+    channel = document["channels"]["ivh_audio"]
+    assert channel["address"] == "home/t2m/ivh/{session_id}/audio"
+    messages = [resolve(document, ref["$ref"]) for ref in channel["messages"].values()]
+    types = {m["contentType"] for m in messages}
+    assert types == {"audio/wav", "audio/L16;rate=16000;channels=1"}
+    assert all(m["payload"] == {**m["payload"], "format": "binary"} for m in messages)
+    request = document["components"]["schemas"]["ivh_send_audio_request"]
+    assert request["properties"]["audio"]["contentEncoding"] == "base64"
