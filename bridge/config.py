@@ -1,4 +1,5 @@
-"""Configuration (SPEC 4): a TOML file overridden by `TENCENT2MQTT_<SECTION>__<KEY>` variables.
+"""Configuration (docs/configuration.md): a TOML file overridden by `TENCENT2MQTT_<SECTION>__<KEY>`
+variables.
 
 Precedence, lowest first: defaults < TOML file < `*_FILE` variables (Docker secrets) < variables.
 Every model is frozen; secrets are `SecretStr` and print as `**********`. Every key is checked
@@ -186,7 +187,7 @@ class MqttConfig(Section):
 
 
 class RetryConfig(Section):
-    """`[retry]`: how upstream calls are retried (SPEC 3.5)."""
+    """`[retry]`: how upstream calls are retried (docs/reliability.md)."""
 
     attempts: PositiveInt = 4
     initial_delay: Seconds = 0.2
@@ -195,7 +196,7 @@ class RetryConfig(Section):
 
 
 class ChannelConfig(Section):
-    """`[ivh.channel]`: the per-session command channel (SPEC 3.3)."""
+    """`[ivh.channel]`: the per-session command channel (docs/design.md)."""
 
     auto_connect: bool = True
     heartbeat_interval: Seconds = 40.0
@@ -264,7 +265,7 @@ class DeskConfig(Section):
     rate_limit: PositiveFloat = 20.0
     stream_idle_timeout: Seconds = 60.0
     stream_queue_size: PositiveInt = 10000
-    # The path Tencent POSTs session events to (SPEC 3.10): a secret, as its random part is all
+    # The path Tencent POSTs session events to (docs/desk.md): a secret, as its random part is all
     # that keeps others from posting events.
     callback: SecretStr = SecretStr("")
 
@@ -486,7 +487,7 @@ def _problems(exc: ValidationError) -> list[str]:
 
 
 def config_warnings(settings: Settings) -> list[str]:
-    """Values that are valid but outside what Tencent documents (SPEC 4)."""
+    """Values that are valid but outside what Tencent documents (docs/configuration.md)."""
     warnings = []
     heartbeat = settings.ivh.channel.heartbeat_interval
     if not 30 < heartbeat < 60:

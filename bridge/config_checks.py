@@ -92,7 +92,7 @@ def check_topic_root(value: str) -> str:
 
 
 def check_session_ids(values: tuple[str, ...]) -> tuple[str, ...]:
-    """Every value a session id as SPEC 2 defines it (they become topics and API calls)."""
+    """Every value a session id as docs/topics.md defines it (they become topics and API calls)."""
     for index, value in enumerate(values):
         if not valid_session_id(value):
             shown = json.dumps(value[:40] if isinstance(value, str) else value)

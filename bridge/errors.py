@@ -1,4 +1,4 @@
-"""The error tree: every failure the bridge reports carries a stable SPEC 2.4 error code.
+"""The error tree: every failure the bridge reports carries a stable docs/topics.md error code.
 
     BridgeError                 code, message, retryable, upstream_code, http_status
      +-- RequestError           the request itself is wrong (invalid_json, invalid_payload, ...)
@@ -66,7 +66,7 @@ class BridgeError(Exception):
         self.http_status = http_status
 
     def to_dict(self) -> dict[str, Any]:
-        """The `error` object of the SPEC 2.4 response envelope."""
+        """The `error` object of the docs/topics.md response envelope."""
         return {
             "code": self.code,
             "message": self.message,

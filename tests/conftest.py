@@ -1,5 +1,5 @@
 """Fixtures: a private mosquitto per test session (and per test, where tests kill it), and the
-secrets scan that runs around every test (SPEC 3.7)."""
+secrets scan that runs around every test (docs/reliability.md)."""
 
 from __future__ import annotations
 

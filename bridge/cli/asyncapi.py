@@ -21,7 +21,7 @@ from bridge.features.ivh.tracker import SessionState
 from bridge.tencent.models import DeskState
 
 REF = "#/components/schemas/{model}"
-# The binary shorthand (SPEC 2.2 `ivh/<sid>/audio`): bytes, one message per content type.
+# The binary shorthand (docs/topics.md `ivh/<sid>/audio`): bytes, one message per content type.
 AUDIO_MESSAGES = {
     "ivh_audio_wav": ("audio/wav", "A whole WAV (16 kHz, 16-bit, mono PCM): a file utterance."),
     "ivh_audio_pcm": (
@@ -53,7 +53,7 @@ class ErrorBody(_Doc):
 
 
 class Response(_Doc):
-    """The response envelope (SPEC 2.4): `data` when ok, `error` otherwise."""
+    """The response envelope (docs/topics.md): `data` when ok, `error` otherwise."""
 
     status: Literal["ok", "error"]
     transaction: Any = None
@@ -64,7 +64,7 @@ class Response(_Doc):
 
 
 class Event(_Doc):
-    """A typed event (SPEC 2.5); `seq` grows by one per event per session."""
+    """A typed event (docs/topics.md); `seq` grows by one per event per session."""
 
     type: str
     service: Literal["ivh", "desk"] | None = None

@@ -1,4 +1,4 @@
-"""The command line (SPEC 5). Logging is configured here and nowhere else."""
+"""The command line (README.md). Logging is configured here and nowhere else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tencent2mqtt topics` and `tencent2mqtt request` (SPEC 5)."""
+"""`tencent2mqtt topics` and `tencent2mqtt request` (README.md)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ class Payload(BaseModel):
 
 
 class SessionPayload(Payload):
-    """A payload that names one session (validated against SPEC 2's pattern)."""
+    """A payload that names one session (validated against docs/topics.md's pattern)."""
 
     session_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 

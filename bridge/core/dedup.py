@@ -1,5 +1,6 @@
 """Suppress a redelivered request (same action, transaction or correlation data, and payload)
-within a window, answering it with the first one's response instead (issue 7, SPEC 3.5)."""
+within a window, answering it with the first one's response instead (issue 7,
+docs/reliability.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""From an inbound MQTT message to an action run and one reply (SPEC 2.4, 3.6).
+"""From an inbound MQTT message to an action run and one reply (docs/topics.md,
+docs/reliability.md).
 
 Flow: topic -> route -> checks (retain, size, UTF-8, JSON, session id, expiry, duplicate) ->
 payload model -> handler task -> `reply()`. Every check that fails answers with the error

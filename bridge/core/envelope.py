@@ -1,4 +1,5 @@
-"""Payloads the bridge publishes: the response envelope (SPEC 2.4) and events (SPEC 2.5).
+"""Payloads the bridge publishes: the response envelope (docs/topics.md) and events
+(docs/topics.md).
 
 Features never import the MQTT library: they publish through the `Publisher` port, which
 `bridge.mqtt.link.MqttLink` implements, and emit events through one `Emitter`.
@@ -64,7 +65,7 @@ class Publisher(Protocol):
 
 
 class Emitter:
-    """Publishes typed events with a per-session `seq` (SPEC 2.5)."""
+    """Publishes typed events with a per-session `seq` (docs/topics.md)."""
 
     def __init__(self, publisher: Publisher, topics: Topics) -> None:
         self._publisher = publisher

@@ -17,7 +17,7 @@ from bridge.core.topics import Route, Topics
 from bridge.errors import RequestError, validation_problems
 from bridge.ids import valid_session_id
 
-# Shorthand topics that take plain text: the field the text becomes (SPEC 2.2, 2.3).
+# Shorthand topics that take plain text: the field the text becomes (docs/topics.md).
 PLAIN_TEXT_FIELD = {"ivh/send_text": "text", "ivh/stream_text": "text", "desk/send_stream": "chunk"}
 # Shorthand topics that take bytes only (PCM may begin with any byte): the field they fill.
 BINARY_FIELD = {"ivh/send_audio": "audio"}

@@ -1,4 +1,4 @@
-"""The only module that builds or parses topic strings (SPEC 2)."""
+"""The only module that builds or parses topic strings (docs/topics.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bridge.ids import valid_session_id
 
-# Per-session shorthand topic leaf -> action (SPEC 2.2, 2.3).
+# Per-session shorthand topic leaf -> action (docs/topics.md).
 SHORTHANDS: dict[str, dict[str, str]] = {
     "ivh": {
         "close": "ivh/close_session",
@@ -52,7 +52,7 @@ class Topics:
 
     base: str
 
-    # -- bridge (SPEC 2.1) ------------------------------------------------------------------
+    # -- bridge (docs/topics.md) ------------------------------------------------------------------
     @property
     def state(self) -> str:
         """Retained online/offline state, also the last will."""
@@ -128,7 +128,7 @@ class Topics:
         sid = topic[len(head) : -len(tail)]
         return sid if valid_session_id(sid) else None
 
-    # -- sessions (SPEC 2.2, 2.3) -------------------------------------------------------------
+    # -- sessions (docs/topics.md) -------------------------------------------------------------
     @property
     def ivh_sessions(self) -> str:
         """Retained snapshot of every live IVH session."""

@@ -1,4 +1,4 @@
-"""Credential checks, written from PROTOCOL.md alone (A.2 IVH signature, B.2 UserSig).
+"""Credential checks, written from docs/protocol.md alone (A.2 IVH signature, B.2 UserSig).
 
 Nothing here is shared with the bridge's own signing code (``bridge.tencent``): the two sides are
 written independently so that one misreading of the protocol cannot pass both.
@@ -16,11 +16,11 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-# PROTOCOL A.2: the gateway's code for a bad signature is not documented; 100005 is A.7's
+# docs/protocol.md A.2: the gateway's code for a bad signature is not documented; 100005 is A.7's
 # "unauthorised operation".
 IVH_UNAUTHORISED = 100005
 
-# PROTOCOL B.7 codes.
+# docs/protocol.md B.7 codes.
 USERSIG_EXPIRED = 70001
 USERSIG_UNPARSABLE = 70003
 USERSIG_BAD_SIGNATURE = 70009

@@ -1,4 +1,4 @@
-"""The command-channel WebSocket (PROTOCOL A.4): one socket per started session.
+"""The command-channel WebSocket (docs/protocol.md A.4): one socket per started session.
 
 ``/v2/ws/ivh/interactdriver/interactdriverservice/commandchannel?appkey&requestid=<SessionId>
 &timestamp&signature``, signed as A.2 with ``requestid`` included. A refused handshake is an

@@ -1,6 +1,6 @@
 """``tencent2mqtt emulator``: run the local Tencent Cloud emulator until SIGINT or SIGTERM.
 
-Its first stdout line is one JSON object with the URLs and credentials (SPEC 6); then come
+Its first stdout line is one JSON object with the URLs and credentials (docs/emulator.md); then come
 ``export TENCENT2MQTT_...`` lines for a shell. Credentials not given are generated.
 """
 

@@ -64,7 +64,8 @@ class EmulatorConfig:
         values: dict[str, Any] = {
             "appkey": secrets.token_hex(16),
             "access_token": secrets.token_hex(16),
-            # Real SDKAppIDs are 10-digit numbers starting with 14 (PROTOCOL B.2 demo: 1400000000).
+            # Real SDKAppIDs are 10-digit numbers starting with 14 (docs/protocol.md B.2 demo:
+            # 1400000000).
             "sdkappid": 1_400_000_000 + secrets.randbelow(100_000_000),
             "secret_key": secrets.token_hex(32),
         }

@@ -1,4 +1,4 @@
-"""The Desk REST API on the Chat gateway (PROTOCOL B.1-B.4, B.7).
+"""The Desk REST API on the Chat gateway (docs/protocol.md B.1-B.4, B.7).
 
 ``POST /v4/desk_http_svc/<command>?sdkappid&identifier&usersig&random&contenttype=json``.
 Every answer is HTTP 200 with ``{"ActionStatus","ErrorInfo","ErrorCode",...}``. URL and UserSig

@@ -1,4 +1,5 @@
-"""Desk sessions in memory: canonical state, its upstream spellings (PROTOCOL B.3), stream messages.
+"""Desk sessions in memory: canonical state, its upstream spellings (docs/protocol.md B.3), stream
+messages.
 
 States are stored canonically (``not_in_session``, ``chatbot``, ``waiting_for_agent``,
 ``queuing``, ``agent``) or as a literal upstream string (``raw_state``). ``get_session_state``

@@ -1,4 +1,4 @@
-"""Upstream drive instructions on the command channel (PROTOCOL A.5).
+"""Upstream drive instructions on the command channel (docs/protocol.md A.5).
 
 A frame is ``{"Header":{},"Payload":{"ReqId","SessionId","Command","Data"}}``; a frame without
 ``Header`` is accepted, and so is one with the payload fields at top level (A.5 notes a public

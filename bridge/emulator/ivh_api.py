@@ -1,4 +1,4 @@
-"""The IVH session-manager HTTP API (PROTOCOL A.1-A.3), signed as A.2 says.
+"""The IVH session-manager HTTP API (docs/protocol.md A.1-A.3), signed as A.2 says.
 
 ``POST /v2/ivh/sessionmanager/sessionmanagerservice/<api>`` with ``{"Header":{},"Payload":{}}``.
 A bad, stale or missing signature answers HTTP 401 with ``Header.Code`` 100005; business errors

@@ -1,4 +1,5 @@
-"""IVH sessions in memory: lifecycle (PROTOCOL A.3), idle closing (A.5), replay history (A.4).
+"""IVH sessions in memory: lifecycle (docs/protocol.md A.3), idle closing (A.5), replay history
+(A.4).
 
 A session is created preparing (3) and becomes in progress (1) ``prepare_delay`` seconds later;
 the transition is evaluated lazily whenever the session is read, so 10,000 sessions cost no
@@ -25,7 +26,7 @@ from bridge.emulator.wire import dumps
 
 logger = logging.getLogger(__name__)
 
-# PROTOCOL A.7 codes.
+# docs/protocol.md A.7 codes.
 BAD_PARAMS = 100001
 CONCURRENCY_LIMIT = 100008
 CLOSED = 110013

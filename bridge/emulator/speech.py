@@ -1,4 +1,5 @@
-"""The avatar's mouth: turns accepted drives into timed speak-status frames (PROTOCOL A.5, A.6).
+"""The avatar's mouth: turns accepted drives into timed speak-status frames (docs/protocol.md A.5,
+A.6).
 
 One ``Speaker`` per IVH session speaks one utterance at a time. Any new drive interrupts the
 current one, which then ends with its terminal status (``TextOver``, or ``AudioOver`` without a

@@ -1,4 +1,4 @@
-"""Response envelopes of both APIs (PROTOCOL A.1, B.1) and bounded request-body reading."""
+"""Response envelopes of both APIs (docs/protocol.md A.1, B.1) and bounded request-body reading."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Home Assistant's MQTT `event` platform takes a JSON payload with `event_type` (one of the
 declared `event_types`) and keeps the other keys as attributes, so the template turns the
-bridge's Desk events (SPEC 2.3, 2.5) into that shape, the message text included. Beside it: the
+bridge's Desk events (docs/topics.md) into that shape, the message text included. Beside it: the
 retained state as an enum sensor, and buttons for `transfer` and `end`.
 """
 

@@ -278,7 +278,8 @@ class MqttLink:
             self._enqueue(message)
 
     async def _subscribe(self, session: PahoSession) -> None:
-        # Retain As Published lets the bridge see the retain flag of live commands (SPEC 3.6).
+        # Retain As Published lets the bridge see the retain flag of live commands
+        # (docs/reliability.md).
         qos = self._config.qos
         topics: list[Subscription]
         if self._config.protocol == 5:

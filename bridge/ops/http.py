@@ -1,4 +1,5 @@
-"""The HTTP endpoint (`http.listen`): /healthz, /readyz and /metrics (SPEC 4, issue 8)."""
+"""The HTTP endpoint (`http.listen`): /healthz, /readyz and /metrics (docs/configuration.md, issue
+8)."""
 
 from __future__ import annotations
 

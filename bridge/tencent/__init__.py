@@ -1,8 +1,8 @@
 """Typed async clients for the Tencent Cloud APIs: IVH session manager and Desk REST.
 
-signing.py   IVH signature (PROTOCOL A.2), command-channel URL, `IvhAuth`
-usersig.py   Desk admin UserSig (PROTOCOL B.2) and its renewing cache
-codes.py     upstream code -> SPEC error code + retry decision (PROTOCOL A.7, B.7)
+signing.py   IVH signature (docs/protocol.md A.2), command-channel URL, `IvhAuth`
+usersig.py   Desk admin UserSig (docs/protocol.md B.2) and its renewing cache
+codes.py     upstream code -> SPEC error code + retry decision (docs/protocol.md A.7, B.7)
 retry.py     `RetryPolicy` and `call_with_retry`
 transport.py one request, error mapping, the retry/observe loop both clients share
 models.py    typed results

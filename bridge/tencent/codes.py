@@ -1,4 +1,5 @@
-"""Upstream result codes -> SPEC 2.4 error codes and retry decisions (PROTOCOL A.7, B.4, B.7).
+"""Upstream result codes -> docs/topics.md error codes and retry decisions (docs/protocol.md A.7,
+B.4, B.7).
 
 Each entry says what the bridge reports (`code`), whether the same request may succeed if tried
 again (`retryable`), and a short human message. Unknown non-zero codes are `upstream_error`, not
@@ -29,7 +30,8 @@ _UPSTREAM: ErrorCode = "upstream_error"
 _RATE: ErrorCode = "rate_limited"
 _INVALID: ErrorCode = "invalid_payload"
 
-# PROTOCOL A.7. Concurrency errors (100008, 100014) are rate_limited but NOT retryable: a slot
+# docs/protocol.md A.7. Concurrency errors (100008, 100014) are rate_limited but NOT retryable: a
+# slot
 # frees only when a session is closed, which a backoff of seconds cannot wait for.
 IVH_CODES: Mapping[int, CodeInfo] = {
     -101000: CodeInfo(_UPSTREAM, True, "internal system error"),
@@ -57,7 +59,8 @@ IVH_CODES: Mapping[int, CodeInfo] = {
     ),
 }
 
-# PROTOCOL B.7 (common Chat REST codes), B.3 and B.4 (send_stream_msg codes from the seed page).
+# docs/protocol.md B.7 (common Chat REST codes), B.3 and B.4 (send_stream_msg codes from the seed
+# page).
 DESK_CODES: Mapping[int, CodeInfo] = {
     20001: CodeInfo(_INVALID, False, "invalid request packet"),
     20002: CodeInfo(_AUTH, False, "UserSig invalid"),
@@ -114,12 +117,13 @@ _UNKNOWN = CodeInfo(_UPSTREAM, False, "unexpected error code")
 
 
 def ivh_code(upstream_code: int) -> CodeInfo:
-    """The meaning of an IVH `Header.Code` (PROTOCOL A.7); unknown codes are not retryable."""
+    """The meaning of an IVH `Header.Code` (docs/protocol.md A.7); unknown codes are not
+    retryable."""
     return IVH_CODES.get(upstream_code, _UNKNOWN)
 
 
 def desk_code(upstream_code: int) -> CodeInfo:
-    """The meaning of a Desk `ErrorCode` (PROTOCOL B.7); unknown codes are not retryable."""
+    """The meaning of a Desk `ErrorCode` (docs/protocol.md B.7); unknown codes are not retryable."""
     return DESK_CODES.get(upstream_code, _UNKNOWN)
 
 

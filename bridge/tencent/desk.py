@@ -1,4 +1,4 @@
-"""The Desk REST client (PROTOCOL B.1-B.4, B.7) over an injected `HttpSession`.
+"""The Desk REST client (docs/protocol.md B.1-B.4, B.7) over an injected `HttpSession`.
 
 URL: `<base>/v4/desk_http_svc/<command>?sdkappid=&identifier=&usersig=&random=&contenttype=json`
 with a fresh 32-bit `random` per request. HTTP 200 can still be an error: the result is the
@@ -48,7 +48,7 @@ from bridge.tencent.usersig import UserSigCache
 logger = logging.getLogger(__name__)
 
 DESK_PATH = "/v4/desk_http_svc/"
-# send_stream_msg: error 93000 when "the message body" exceeds "12k" (PROTOCOL B.4). Kept to
+# send_stream_msg: error 93000 when "the message body" exceeds "12k" (docs/protocol.md B.4). Kept to
 # 12,000 bytes, which is under 12 KB however a server counts it.
 MAX_BODY_BYTES = 12_000
 
@@ -103,7 +103,7 @@ class _DeskCall(CallContext):
 
     content: bytes
     ok_on_retry: frozenset[ErrorCode]
-    usersig_renewed: bool = False  # at most once per logical call (PROTOCOL B.7)
+    usersig_renewed: bool = False  # at most once per logical call (docs/protocol.md B.7)
 
 
 def _min_delay(exc: Exception) -> float:
@@ -116,7 +116,7 @@ def _renews_usersig(exc: UpstreamError) -> bool:
 
 
 class DeskClient:
-    """Typed async calls to the Desk REST API (PROTOCOL B.3-B.5)."""
+    """Typed async calls to the Desk REST API (docs/protocol.md B.3-B.5)."""
 
     def __init__(
         self,
@@ -237,7 +237,8 @@ class DeskClient:
                 return {}
             if call.usersig_renewed or not _renews_usersig(exc):
                 raise
-        # 60004/60005/70001/70003 (PROTOCOL B.7): the request was rejected, so resending is safe.
+        # 60004/60005/70001/70003 (docs/protocol.md B.7): the request was rejected, so resending is
+        # safe.
         call.usersig_renewed = True
         self._usersigs.invalidate(usersig)
         logger.info("Desk %s: UserSig rejected, regenerating it once", call.api)
@@ -248,7 +249,7 @@ class DeskClient:
             "sdkappid": str(self._sdkappid),
             "identifier": self._identifier,
             "usersig": usersig,
-            "random": str(secrets.randbits(32)),  # fresh per request (PROTOCOL B.1)
+            "random": str(secrets.randbits(32)),  # fresh per request (docs/protocol.md B.1)
             "contenttype": "json",
         }
         query = query_string(params)
@@ -276,7 +277,7 @@ class DeskClient:
 def _state_query(
     session_id: str | None, client_user_id: str | None, customer_service_id: str | None
 ) -> dict[str, str]:
-    """Exactly one of the two request forms of PROTOCOL B.3."""
+    """Exactly one of the two request forms of docs/protocol.md B.3."""
     by_user = client_user_id is not None or customer_service_id is not None
     if session_id is not None and not by_user:
         return {"SessionId": session_id}

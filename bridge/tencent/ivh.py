@@ -1,4 +1,4 @@
-"""The IVH session-manager client (PROTOCOL A.1-A.3, A.7) over an injected `HttpSession`.
+"""The IVH session-manager client (docs/protocol.md A.1-A.3, A.7) over an injected `HttpSession`.
 
 Every call POSTs `{"Header": {}, "Payload": {..., "ReqId": <32 hex>}}` to a signed URL and
 fails unless `Header.Code` is 0. Timeouts, connection errors, HTTP 5xx and the retryable codes
@@ -42,7 +42,7 @@ _GONE: frozenset[ErrorCode] = frozenset({"session_closed", "session_not_found"})
 
 
 class IvhClient:
-    """Typed async calls to the IVH session manager (PROTOCOL A.3)."""
+    """Typed async calls to the IVH session manager (docs/protocol.md A.3)."""
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ class IvhClient:
         return await run_call(attempt, ctx, policy=self._retry, observer=self._observer)
 
     async def _post_once(self, ctx: CallContext, payload: Mapping[str, Any]) -> Mapping[str, Any]:
-        # A fresh ReqId per HTTP request, retries included (PROTOCOL A.1).
+        # A fresh ReqId per HTTP request, retries included (docs/protocol.md A.1).
         body = {"Header": {}, "Payload": {**payload, "ReqId": uuid.uuid4().hex}}
         # Signed per request, retries included, with a fresh timestamp (docs/protocol.md A.2)
         query = self._auth.query({})

@@ -1,4 +1,4 @@
-"""Typed results of the IVH session manager (PROTOCOL A.3) and Desk session state (B.3).
+"""Typed results of the IVH session manager (docs/protocol.md A.3) and Desk session state (B.3).
 
 Models are frozen, read Tencent's PascalCase names (or the snake_case field names), ignore
 unknown fields and tolerate missing optional ones, because the documented field lists and the
@@ -15,12 +15,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_pascal
 
 SessionStatusName = Literal["in_progress", "closed", "preparing", "failed", "unknown"]
-# "ended" is never read from Tencent: callers use it for error 141005 (SPEC 2.3).
+# "ended" is never read from Tencent: callers use it for error 141005 (docs/topics.md).
 DeskState = Literal[
     "not_in_session", "chatbot", "waiting_for_agent", "queuing", "agent", "ended", "unknown"
 ]
 
-# PROTOCOL A.3: 1 in progress, 2 closed, 3 preparing, 4 failed; other values are tolerated.
+# docs/protocol.md A.3: 1 in progress, 2 closed, 3 preparing, 4 failed; other values are tolerated.
 _STATUS_NAMES: dict[int, SessionStatusName] = {
     1: "in_progress",
     2: "closed",
@@ -28,7 +28,7 @@ _STATUS_NAMES: dict[int, SessionStatusName] = {
     4: "failed",
 }
 
-# PROTOCOL B.3: both doc spellings, after case-folding and removing whitespace.
+# docs/protocol.md B.3: both doc spellings, after case-folding and removing whitespace.
 _DESK_STATES: dict[str, DeskState] = {
     "notinsession": "not_in_session",
     "chatbot": "chatbot",
@@ -40,12 +40,12 @@ _DESK_STATES: dict[str, DeskState] = {
 
 
 def status_name(code: int | None) -> SessionStatusName:
-    """The SPEC 2.2 name of a `SessionStatus` code; unknown codes are "unknown"."""
+    """The docs/topics.md name of a `SessionStatus` code; unknown codes are "unknown"."""
     return _STATUS_NAMES.get(code, "unknown") if code is not None else "unknown"
 
 
 def normalise_desk_state(raw: str | None) -> DeskState:
-    """The SPEC 2.3 state of a `CurrentState` string, whichever doc spelling it uses."""
+    """The docs/topics.md state of a `CurrentState` string, whichever doc spelling it uses."""
     if raw is None:
         return "unknown"
     return _DESK_STATES.get("".join(raw.split()).casefold(), "unknown")
@@ -87,7 +87,7 @@ class _WithStatus(TencentModel):
 
     @property
     def status_name(self) -> SessionStatusName:
-        """`session_status` as a SPEC 2.2 name."""
+        """`session_status` as a docs/topics.md name."""
         return status_name(self.session_status)
 
 
@@ -104,7 +104,7 @@ class SessionStat(_WithStatus):
     req_id: str | None = None
     session_id: str
     speak_status: str | None = None
-    is_session_started: bool = False  # stays true once started (PROTOCOL A.3)
+    is_session_started: bool = False  # stays true once started (docs/protocol.md A.3)
     error_code: LenientInt = None
     error_message: str | None = None
 

@@ -2,8 +2,10 @@
 
 HTTP libraries put request URLs in log lines (httpx: "HTTP Request: POST https://...?usersig=...")
 and in exception texts (aiohttp's connect timeouts and bad responses), and a Desk
-URL carries the admin UserSig, a bearer credential valid for a day (PROTOCOL B.1, B.2). IVH and
-command-channel URLs carry a signature (PROTOCOL A.2). Attach the filter to the log *handlers*
+URL carries the admin UserSig, a bearer credential valid for a day (docs/protocol.md B.1, B.2). IVH
+and
+command-channel URLs carry a signature (docs/protocol.md A.2). Attach the filter to the log
+*handlers*
 (a logger's own filters do not see records propagated from child loggers).
 """
 

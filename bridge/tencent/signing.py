@@ -1,4 +1,4 @@
-"""IVH request signing (PROTOCOL A.2): pure functions, the command-channel URL, `IvhAuth`.
+"""IVH request signing (docs/protocol.md A.2): pure functions, the command-channel URL, `IvhAuth`.
 
 The signature is `base64(HMAC-SHA256(key=accesstoken, msg=<sorted "k=v" pairs joined by "&">))`
 over every query parameter except `signature`; the body is not signed. It goes into the URL
@@ -22,13 +22,15 @@ _WS_SCHEMES = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
 
 
 def signing_content(params: Mapping[str, str]) -> str:
-    """The signed string: parameters sorted by name, `name=value` joined by `&` (PROTOCOL A.2)."""
-    # Values go in raw, not URL-encoded, as in the official examples (PROTOCOL A.2 step 2).
+    """The signed string: parameters sorted by name, `name=value` joined by `&` (docs/protocol.md
+    A.2)."""
+    # Values go in raw, not URL-encoded, as in the official examples (docs/protocol.md A.2 step 2).
     return "&".join(f"{name}={params[name]}" for name in sorted(params) if name != "signature")
 
 
 def ivh_signature(params: Mapping[str, str], access_token: str) -> str:
-    """The raw standard-base64 signature; the access token is the HMAC key (PROTOCOL A.2)."""
+    """The raw standard-base64 signature; the access token is the HMAC key (docs/protocol.md
+    A.2)."""
     message = signing_content(params).encode("utf-8")
     digest = hmac.new(access_token.encode("utf-8"), message, hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
@@ -88,14 +90,14 @@ def channel_url(
     session_id: str,
     timestamp: int | None = None,
 ) -> str:
-    """The signed command-channel URL; `requestid` must be the SessionId (PROTOCOL A.4)."""
+    """The signed command-channel URL; `requestid` must be the SessionId (docs/protocol.md A.4)."""
     ts = int(time.time()) if timestamp is None else timestamp
     query = ivh_query(appkey=appkey, access_token=access_token, timestamp=ts, requestid=session_id)
     return f"{ws_base}?{query}"
 
 
 def default_channel_url(base_url: str) -> str:
-    """The command-channel URL on the same host as the HTTPS gateway (PROTOCOL A.1, A.4)."""
+    """The command-channel URL on the same host as the HTTPS gateway (docs/protocol.md A.1, A.4)."""
     parts = urlsplit(base_url)
     scheme = _WS_SCHEMES.get(parts.scheme)
     if scheme is None or not parts.netloc:
@@ -105,7 +107,7 @@ def default_channel_url(base_url: str) -> str:
 
 
 class IvhAuth:
-    """Signs every request, and every retry, with a fresh timestamp (PROTOCOL A.2, C.2)."""
+    """Signs every request, and every retry, with a fresh timestamp (docs/protocol.md A.2, C.2)."""
 
     def __init__(
         self, *, appkey: str, access_token: SecretStr | str, clock: Callable[[], float] = time.time

@@ -1,4 +1,4 @@
-"""Desk admin UserSig (TLSSigAPIv2, PROTOCOL B.2): generation and a renewing cache.
+"""Desk admin UserSig (TLSSigAPIv2, docs/protocol.md B.2): generation and a renewing cache.
 
 Neither the secret key nor a UserSig ever appears in a repr or a log line.
 """
@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 logger = logging.getLogger(__name__)
 
-# Tencent's own URL-safe base64: not RFC 4648 base64url (PROTOCOL B.2 step 6).
+# Tencent's own URL-safe base64: not RFC 4648 base64url (docs/protocol.md B.2 step 6).
 _TENCENT_B64 = str.maketrans({"+": "*", "/": "-", "=": "_"})
 
 
@@ -38,7 +38,7 @@ def gen_usersig(*, sdkappid: int, identifier: str, secret_key: str, expire: int,
         "TLS.time": now,
         "TLS.sig": base64.b64encode(digest.digest()).decode("ascii"),
     }
-    # json.dumps defaults and key order as in the official library (PROTOCOL B.2 steps 4-5).
+    # json.dumps defaults and key order as in the official library (docs/protocol.md B.2 steps 4-5).
     compressed = zlib.compress(json.dumps(document).encode("utf-8"))
     return base64.b64encode(compressed).decode("ascii").translate(_TENCENT_B64)
 
@@ -51,7 +51,8 @@ class _Issued:
 
 
 class UserSigCache:
-    """The admin UserSig, generated on first use and renewed before it expires (PROTOCOL B.2)."""
+    """The admin UserSig, generated on first use and renewed before it expires (docs/protocol.md
+    B.2)."""
 
     def __init__(
         self,

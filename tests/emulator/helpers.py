@@ -1,4 +1,5 @@
-"""Test-side clients for the emulator, written from PROTOCOL.md and independent of bridge code."""
+"""Test-side clients for the emulator, written from docs/protocol.md and independent of bridge
+code."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ Payload = dict[str, Any]
 
 
 def reference_signature(params: dict[str, str], access_token: str) -> str:
-    """PROTOCOL A.2 in four lines: sorted k=v joined by &, HMAC-SHA256, standard Base64."""
+    """docs/protocol.md A.2 in four lines: sorted k=v joined by &, HMAC-SHA256, standard Base64."""
     content = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     digest = hmac.new(access_token.encode(), content.encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()

@@ -1,4 +1,4 @@
-"""Signature (PROTOCOL A.2) and UserSig (B.2) checks, against independent reference code."""
+"""Signature (docs/protocol.md A.2) and UserSig (B.2) checks, against independent reference code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The command channel (PROTOCOL A.4-A.6): handshake, one socket, drives, replay, idle close."""
+"""The command channel (docs/protocol.md A.4-A.6): handshake, one socket, drives, replay, idle
+close."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Desk REST API: session state spellings and streaming messages (PROTOCOL B.3-B.5)."""
+"""The Desk REST API: session state spellings and streaming messages (docs/protocol.md B.3-B.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The IVH session-manager API: envelopes, lifecycle and error codes (PROTOCOL A.1, A.3, A.7)."""
+"""The IVH session-manager API: envelopes, lifecycle and error codes (docs/protocol.md A.1, A.3,
+A.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Availability (SPEC 2.1, 3.1, 3.8): birth, will, shutdown, reconnect, re-assert."""
+"""Availability (docs/topics.md, docs/reliability.md): birth, will, shutdown, reconnect, re-
+assert."""
 
 from __future__ import annotations
 

@@ -272,7 +272,8 @@ async def test_llm_content_events(world: World) -> None:
 
 
 async def test_interrupt_waits_for_text_start(broker: Broker, base: str) -> None:
-    """PROTOCOL A.5: an interrupt is sent only once the drive it stops has begun speaking."""
+    """docs/protocol.md A.5: an interrupt is sent only once the drive it stops has begun
+    speaking."""
     async with world_of(broker, base, cloud={"speak_delay": 0.3}, desk={"enabled": False}) as w:
         sid = await create_started(w, "kiosk-9")
         first, stop = await asyncio.gather(

@@ -1,4 +1,5 @@
-"""Bad input (SPEC 2.4, 3.6): a corpus where each entry gets its documented error and makes no
+"""Bad input (docs/topics.md, docs/reliability.md): a corpus where each entry gets its documented
+error and makes no
 API call. The property-based fuzz lives in test_fuzz.py."""
 
 from __future__ import annotations

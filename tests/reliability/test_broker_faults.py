@@ -1,4 +1,5 @@
-"""Broker faults (SPEC 3.1, 3.5): the broker killed mid-traffic, and QoS 1 commands that wait in
+"""Broker faults (docs/reliability.md): the broker killed mid-traffic, and QoS 1 commands that wait
+in
 a persistent MQTT session while the bridge is down."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Command-channel faults (SPEC 3.3): sockets dropped again and again, the cloud refusing
+"""Command-channel faults (docs/design.md): sockets dropped again and again, the cloud refusing
 reconnects for a while, the session closed while reconnecting. The channel recovers or stops as
 the SPEC says, publishes no event twice, and leaves no task or socket behind."""
 

@@ -1,4 +1,5 @@
-"""Command safety (SPEC 2.4, 3.5): a request whose deadline passed is `expired` and calls nothing;
+"""Command safety (docs/topics.md, docs/reliability.md): a request whose deadline passed is
+`expired` and calls nothing;
 a QoS 1 redelivery of the same request (same transaction or correlation data, same payload,
 within the window) runs once and is answered with the first run's response."""
 

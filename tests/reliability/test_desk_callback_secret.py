@@ -1,4 +1,4 @@
-"""The Desk callback path is a secret (SPEC 3.10): a bridge process with debug logging receives
+"""The Desk callback path is a secret (docs/desk.md): a bridge process with debug logging receives
 accepted and refused callbacks from the emulator and from a guesser, and the path shows in no
 log line, MQTT payload (bridge/info included) or answer. The autouse scan (tests/conftest.py)
 knows the path: `BridgeProcess` registers `DESK__CALLBACK` like the other secrets."""

@@ -1,4 +1,5 @@
-"""Property-based fuzz (SPEC 2.4, 3.6): thousands of random invalid requests on random topics,
+"""Property-based fuzz (docs/topics.md, docs/reliability.md): thousands of random invalid requests
+on random topics,
 published through a real broker to a running bridge. Every one gets exactly one error answer,
 none reaches the API, and the bridge still answers afterwards.
 

@@ -51,7 +51,7 @@ def test_topics_to_a_file_it_cannot_write(tmp_path: Path) -> None:
 
 
 def test_no_message_cites_a_document_users_do_not_have() -> None:
-    """Defect 14: an error said "PROTOCOL B.4". Messages (every string that is not a
+    """Defect 14: an error said "docs/protocol.md B.4". Messages (every string that is not a
     docstring) name no section of the maintainers' SPEC or PROTOCOL documents."""
     found = []
     for path in sorted(BRIDGE.rglob("*.py")):

@@ -1,4 +1,4 @@
-"""Process faults (SPEC 3.1, 3.8): SIGKILL mid-stream then a restart, and SIGTERM under load.
+"""Process faults (docs/reliability.md): SIGKILL mid-stream then a restart, and SIGTERM under load.
 The bridge runs as a real child process here: signals are the point."""
 
 from __future__ import annotations

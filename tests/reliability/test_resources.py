@@ -1,4 +1,5 @@
-"""Resource bounds (SPEC 2.1, 3.5): queues are bounded and report their depth on
+"""Resource bounds (docs/topics.md, docs/reliability.md): queues are bounded and report their depth
+on
 `bridge/health`; memory stays flat over a 10,000-command soak of a bridge process."""
 
 from __future__ import annotations

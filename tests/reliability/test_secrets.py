@@ -1,4 +1,5 @@
-"""Secrets (SPEC 3.7). The autouse scan in tests/conftest.py checks every test's log records,
+"""Secrets (docs/reliability.md). The autouse scan in tests/conftest.py checks every test's log
+records,
 MQTT traffic and child-process logs for the configured secrets and any UserSig; here it is
 shown to catch what it should, and secrets are read from `*_FILE` variables (Docker secrets)."""
 

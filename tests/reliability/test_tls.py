@@ -1,4 +1,5 @@
-"""TLS to the broker (SPEC 4): a mosquitto TLS listener with a throwaway CA made here. The bridge
+"""TLS to the broker (docs/configuration.md): a mosquitto TLS listener with a throwaway CA made
+here. The bridge
 verifies the server against its CA, presents a client certificate where the broker asks for one,
 and refuses a server it cannot verify unless `tls_insecure` is set."""
 

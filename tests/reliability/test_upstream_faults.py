@@ -1,4 +1,5 @@
-"""Upstream faults (SPEC 3.2, 3.5): 5xx bursts, timeouts, retryable and final codes, latency
+"""Upstream faults (docs/design.md, docs/reliability.md): 5xx bursts, timeouts, retryable and final
+codes, latency
 spikes. Retried faults end in success; final ones fail at once with the right code; one slow
 session never blocks another; no Desk stream chunk is lost or sent twice."""
 

@@ -1,4 +1,5 @@
-"""A secrets scanner for every test (SPEC 3.7): log records, MQTT traffic and child-process logs.
+"""A secrets scanner for every test (docs/reliability.md): log records, MQTT traffic and child-
+process logs.
 
 Secrets are registered where tests make them (`settings_for`, the emulator, every UserSig the
 code generates); sources register where traffic is seen (each `Probe`, each `BridgeProcess`).

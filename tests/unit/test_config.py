@@ -197,7 +197,7 @@ def test_unknown_sections_and_keys_in_the_environment_are_refused(
 
 @pytest.mark.parametrize("bad", ["a/b", "#", "+", "", "-x", "x" * 129, "a b"])
 def test_watch_takes_session_ids_only(bad: str) -> None:
-    """Defect 7: a watched id becomes a topic and an API call (SPEC 2's rule)."""
+    """Defect 7: a watched id becomes a topic and an API call (docs/topics.md's rule)."""
     with pytest.raises(ConfigError) as info:
         load_settings_from({"desk": {"watch": ["ok-1", bad]}})
     assert info.value.problems[0].startswith("desk.watch: item 2 (")

@@ -81,7 +81,7 @@ class Monitor:
         """`12:00:01.234 state    topic payload`, coloured by kind."""
         empty = "(cleared)" if seen.kind == "state" else "(empty)"
         text = payload.decode("utf-8", errors="replace") if payload else empty
-        if payload and seen.topic.endswith("/audio"):  # bytes, not text (SPEC 2.2)
+        if payload and seen.topic.endswith("/audio"):  # bytes, not text (docs/topics.md)
             text = f"({len(payload):,} bytes of audio)"
         if len(text) > MAX_PAYLOAD:
             text = text[: MAX_PAYLOAD - 1] + "…"

@@ -1,4 +1,4 @@
-"""Tencent's Desk session event callback (SPEC 3.10; docs/protocol.md B.6) as MQTT events.
+"""Tencent's Desk session event callback (docs/desk.md; docs/protocol.md B.6) as MQTT events.
 
 `POST <desk.callback>?SdkAppid=&CallbackCommand=Desk.SessionEventNotify&...&RequestID=`:
 the SdkAppid must be ours (else 403) and the command `Desk.SessionEventNotify` (else 400);
@@ -49,7 +49,7 @@ EVENT_TYPES: Mapping[str, str] = {
     "sessionend": "session_closed",
     "user.timeout": "user_timeout",
 }
-# The retained desk/<sid>/state an event implies (SPEC 2.3).
+# The retained desk/<sid>/state an event implies (docs/topics.md).
 IMPLIED_STATE: Mapping[str, DeskState] = {
     "session_begin": "chatbot",
     "transfer_started": "queuing",
@@ -90,7 +90,7 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
     """The event a B.6 body stands for; None without a valid SessionId."""
     sid = body.get("SessionId")
     if not valid_session_id(sid):
-        return None  # it could not name a topic (SPEC 2): refused, never published half-way
+        return None  # it could not name a topic (docs/topics.md): refused, never published half-way
     assert isinstance(sid, str)
     name = body.get("Event")
     name = name if isinstance(name, str) else ""
@@ -184,7 +184,7 @@ class CallbackReceiver:
     def _queued(self, request_id: str, note: Notification) -> tuple[int, dict[str, Any]]:
         if not self._seen.add(request_id):
             self.counts["duplicates"] += 1
-            return 200, OK  # a retry of one we have: published once (SPEC 3.10)
+            return 200, OK  # a retry of one we have: published once (docs/desk.md)
         try:
             self._queue.put_nowait(note)
         except asyncio.QueueFull:

@@ -1,4 +1,5 @@
-"""The Contact Center service over MQTT (SPEC 2.3, 2.4, 3.2, 3.4): state, watching, streams."""
+"""The Contact Center service over MQTT (docs/topics.md, docs/design.md, docs/reliability.md):
+state, watching, streams."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ class DeskFeature:
             return None
         return {**self._callbacks.counts, "queue_depth": self._callbacks.depth}
 
-    # -- session event callback (SPEC 3.10; docs/protocol.md B.6) ----------------------------
+    # -- session event callback (docs/desk.md; docs/protocol.md B.6) ----------------------------
     def http_routes(self) -> list[Any]:
         """The callback route on its secret path, when `desk.callback` is set."""
         if self._callbacks is None:
@@ -212,13 +213,13 @@ class DeskFeature:
 
     async def _poll(self, sid: str) -> None:
         if not self._owns(sid):
-            return  # another instance watches it (SPEC 7)
+            return  # another instance watches it (docs/scale-out.md)
         with contextlib.suppress(BridgeError):
             self._publish_state(await self._fetch(sid))
 
     def _publish_state(self, state: DeskSessionState, *, republish: bool = False) -> dict[str, Any]:
         """Retain the state and emit `state_changed` when it changed; `republish` retains it
-        even when it did not (`desk/<sid>/get`, SPEC 2.3), without an event."""
+        even when it did not (`desk/<sid>/get`, docs/topics.md), without an event."""
         sid = state.session_id
         body = {
             "session_id": sid,
@@ -254,7 +255,8 @@ class DeskFeature:
             hook(sid, watched)
 
     def _ended(self, sid: str) -> None:
-        """Error 141005: the session no longer exists (SPEC 2.3): `ended`, event, watch stops."""
+        """Error 141005: the session no longer exists (docs/topics.md): `ended`, event, watch
+        stops."""
         if self._watcher.unwatch(sid):
             self._watch_changed(sid, False)
         if self._states.get(sid, ("",))[0] == "ended":

@@ -1,4 +1,4 @@
-"""Agent handover and chat history (SPEC 2.4; docs/protocol.md B.5): payloads and replies.
+"""Agent handover and chat history (docs/topics.md; docs/protocol.md B.5): payloads and replies.
 
 The MQTT side is snake_case with booleans; the upstream body is PascalCase with 0/1 flags
 (`bridge.tencent.desk_handover` builds it). Ranges are checked here, before any call.

@@ -1,4 +1,4 @@
-"""Payload models of the Desk actions (SPEC 2.3, 2.4)."""
+"""Payload models of the Desk actions (docs/topics.md)."""
 
 from __future__ import annotations
 

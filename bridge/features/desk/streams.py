@@ -1,4 +1,4 @@
-"""Ordered, coalesced Desk stream messages (SPEC 3.2, PROTOCOL B.4).
+"""Ordered, coalesced Desk stream messages (docs/design.md, docs/protocol.md B.4).
 
 Per session: chunks go out in arrival order, one `send_stream_msg` in flight at a time. Chunks
 that arrive while a call is in flight are joined into the next call, up to the 12 KB body limit

@@ -1,4 +1,5 @@
-"""Polling watched Desk sessions (SPEC 3.4): spread over the interval, under a request rate.
+"""Polling watched Desk sessions (docs/reliability.md): spread over the interval, under a request
+rate.
 
 Each watched session has its own interval; its first poll is placed at a random point of the
 interval so that many sessions watched at once do not poll together, and every call takes a

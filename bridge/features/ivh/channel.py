@@ -1,4 +1,4 @@
-"""One session's command channel (PROTOCOL A.4-A.6, SPEC 3.3).
+"""One session's command channel (docs/protocol.md A.4-A.6, docs/design.md).
 
 At most one WebSocket per session. The loop signs a fresh URL per attempt (the timestamp must
 be within 5 minutes), reconnects with backoff while the session is open (asking the host, which
@@ -230,7 +230,7 @@ class SessionChannel:
         async for raw in ws:
             frame = parse_downstream(raw)
             if frame.replay_key is not None and self._replayed(frame.replay_key):
-                continue  # re-sent after a reconnect (PROTOCOL A.4)
+                continue  # re-sent after a reconnect (docs/protocol.md A.4)
             self._note_speech(frame.event_type, frame.data)
             self._host.downstream(self.session_id, frame.event_type, frame.data)
 
@@ -282,7 +282,7 @@ class SessionChannel:
                 item.done.set_result(None)
 
     async def _until_speech_started(self) -> None:
-        """PROTOCOL A.5: send an interrupt only after TextStart (bounded: a lost frame)."""
+        """docs/protocol.md A.5: send an interrupt only after TextStart (bounded: a lost frame)."""
         try:
             await asyncio.wait_for(self._started.wait(), self._settings.speech_start_timeout)
         except TimeoutError:

@@ -1,4 +1,5 @@
-"""The Digital Human service over MQTT (SPEC 2.2, 2.4, 3.3, 3.4): actions, polling, channels."""
+"""The Digital Human service over MQTT (docs/topics.md, docs/design.md, docs/reliability.md):
+actions, polling, channels."""
 
 from __future__ import annotations
 
@@ -262,14 +263,15 @@ class IvhFeature:
 
     # ChannelHost
     def channel_url(self, session_id: str) -> str:
-        """A command-channel URL signed now (requestid = SessionId, PROTOCOL A.4)."""
+        """A command-channel URL signed now (requestid = SessionId, docs/protocol.md A.4)."""
         token = self._cfg.access_token.get_secret_value() if self._cfg.access_token else ""
         return channel_url(
             self._ws_base, appkey=self._cfg.appkey or "", access_token=token, session_id=session_id
         )
 
     async def session_open(self, session_id: str) -> bool:
-        """Check `statsession` before reconnecting (PROTOCOL A.4): False once closed or failed."""
+        """Check `statsession` before reconnecting (docs/protocol.md A.4): False once closed or
+        failed."""
         try:
             state = await self._refresh(session_id)
         except BridgeError as exc:
@@ -439,7 +441,7 @@ class IvhFeature:
         it is on the socket; its ReqId and Data (of its last frame).
 
         `SEND_TEXT` drives (an interrupt too) are paced `text_interval` apart, plus a margin
-        (PROTOCOL A.5). A stream chunk may be several frames: they go out back to back.
+        (docs/protocol.md A.5). A stream chunk may be several frames: they go out back to back.
         """
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:  # FIFO: drives of one session keep their order across awaits

@@ -1,4 +1,5 @@
-"""Command-channel frames (PROTOCOL A.5, A.6): upstream builders, downstream parsing. No I/O."""
+"""Command-channel frames (docs/protocol.md A.5, A.6): upstream builders, downstream parsing. No
+I/O."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from bridge.core import jsontext
 
-# Documented byte limits (PROTOCOL A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
+# Documented byte limits (docs/protocol.md A.5): SEND_TEXT Text <= 4000 bytes; SEND_STREAMTEXT Text
 # <= 2000 bytes per the current zh doc, <= 1000 per the older EN doc [D]. A chunk may have 2000
 # bytes, and goes out in frames of at most 1000, which both readings accept.
 SEND_TEXT_MAX_BYTES = 4000
@@ -23,7 +24,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def new_req_id() -> str:
-    """A fresh 32-hex ReqId (PROTOCOL A.1: a new one for every send)."""
+    """A fresh 32-hex ReqId (docs/protocol.md A.1: a new one for every send)."""
     return uuid.uuid4().hex
 
 
@@ -44,7 +45,7 @@ def speech_role(command: str, data: dict[str, Any]) -> tuple[bool, bool]:
 
 
 def heartbeat(session_id: str) -> str:
-    """`SEND_HEARTBEAT` with Text "PING" (PROTOCOL A.5)."""
+    """`SEND_HEARTBEAT` with Text "PING" (docs/protocol.md A.5)."""
     return drive(session_id, "SEND_HEARTBEAT", {"Text": "PING"}, new_req_id())
 
 

@@ -1,4 +1,4 @@
-"""Payload models of the IVH actions (SPEC 2.4)."""
+"""Payload models of the IVH actions (docs/topics.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from bridge.features.ivh.frames import utf8_len
 
 
 class CreateSession(Payload):
-    """`ivh/create_session`: createsession's documented fields, snake_case (PROTOCOL A.3)."""
+    """`ivh/create_session`: createsession's documented fields, snake_case (docs/protocol.md
+    A.3)."""
 
     virtualman_project_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=128)
@@ -48,7 +49,7 @@ class SessionRef(SessionPayload):
 
 
 class SendText(SessionPayload):
-    """`ivh/send_text`: a `SEND_TEXT` drive (PROTOCOL A.5)."""
+    """`ivh/send_text`: a `SEND_TEXT` drive (docs/protocol.md A.5)."""
 
     text: str
     interrupt: Flag = False
@@ -57,7 +58,8 @@ class SendText(SessionPayload):
 
     @model_validator(mode="after")
     def _says_something(self) -> SendText:
-        # An empty Text only means something with Interrupt (PROTOCOL A.5); alone it is Type 9.
+        # An empty Text only means something with Interrupt (docs/protocol.md A.5); alone it is Type
+        # 9.
         if not self.text and not self.interrupt:
             raise ValueError("text is empty (to stop speaking, use ivh/interrupt)")
         return self

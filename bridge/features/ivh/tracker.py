@@ -1,9 +1,10 @@
 """What the bridge knows about IVH sessions, and the retained topics and events it keeps current.
 
 A poll of `listsessionofuin` is diffed against the last one by a small signature per session, so
-a poll where nothing changed publishes nothing (SPEC 3.4). A session that leaves the list is
+a poll where nothing changed publishes nothing (docs/reliability.md). A session that leaves the list
+is
 closed. Closed sessions keep their retained `closed` state for `closed_retention` seconds, then
-their retained topics are cleared and they leave the `sessions` snapshot (SPEC 2.2).
+their retained topics are cleared and they leave the `sessions` snapshot (docs/topics.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bridge.tencent.models import SessionInfo, status_name
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({2, 4})  # closed, failed (PROTOCOL A.3)
+TERMINAL = frozenset({2, 4})  # closed, failed (docs/protocol.md A.3)
 SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
 SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size (10,000 sessions: ~3 MB)
 ACTED_MEMORY = 600.0  # seconds an action's mark is kept: longer than any listing takes to come
@@ -33,7 +34,7 @@ Signature = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class SessionState:
-    """The retained `<base>/ivh/<sid>/state` payload (SPEC 2.2)."""
+    """The retained `<base>/ivh/<sid>/state` payload (docs/topics.md)."""
 
     session_id: str
     status: str
@@ -57,7 +58,7 @@ class SessionState:
 
     @property
     def drivable(self) -> bool:
-        """In progress and started: the command channel may open (PROTOCOL A.3, A.4)."""
+        """In progress and started: the command channel may open (docs/protocol.md A.3, A.4)."""
         return self.status_code == 1 and self.started
 
     def signature(self) -> Signature:
@@ -167,7 +168,7 @@ class SessionTracker:
                 self._apply(state_of(info, known=self._states.get(sid)))
         for sid, state in list(self._states.items()):
             if sid not in listed and sid not in newer and not state.terminal:
-                self._close(sid)  # left the list: closed (SPEC 3.4)
+                self._close(sid)  # left the list: closed (docs/reliability.md)
         self.flush()
 
     def _acted_since(self, asked_at: float | None) -> set[str]:
@@ -258,7 +259,7 @@ class SessionTracker:
             )
         if after.started and not (before.started if before else False) and not after.terminal:
             # Armed for driving (startsession, or seen started in a listing): the retained state
-            # changed, so an event says so, as for any change (SPEC 3.4).
+            # changed, so an event says so, as for any change (docs/reliability.md).
             self._emitter.emit(
                 "ivh",
                 after.session_id,

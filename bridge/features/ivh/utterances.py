@@ -1,4 +1,4 @@
-"""Streamed-text utterances (PROTOCOL A.5): one ReqId per utterance, Seq from 1. No I/O.
+"""Streamed-text utterances (docs/protocol.md A.5): one ReqId per utterance, Seq from 1. No I/O.
 
 The cloud finalises a stream that gets no data for `StreamMaxInterval` (2 s by default, 2-6 s
 when given to `createsession`), so a chunk after a longer pause starts a new utterance. An

@@ -1,6 +1,7 @@
 """The typed clients against the emulator over real HTTP: lifecycle, error mapping, retries.
 
-The emulator verifies signatures and UserSigs with its own code (written from PROTOCOL.md), so a
+The emulator verifies signatures and UserSigs with its own code (written from docs/protocol.md), so
+a
 call that succeeds here was signed correctly by an independent judge. Calls are counted in the
 emulator's journal, so "retried" and "called once" are facts about the wire.
 """

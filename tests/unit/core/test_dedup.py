@@ -1,4 +1,5 @@
-"""The de-duplication window (SPEC 3.5) as a unit: answers, waiters, expiry, and its footprint."""
+"""The de-duplication window (docs/reliability.md) as a unit: answers, waiters, expiry, and its
+footprint."""
 
 from __future__ import annotations
 

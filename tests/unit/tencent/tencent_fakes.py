@@ -112,7 +112,7 @@ Step = Mapping[str, Any] | tuple[int, Any] | Failure
 
 
 def ivh_ok(payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A successful IVH envelope (PROTOCOL A.1)."""
+    """A successful IVH envelope (docs/protocol.md A.1)."""
     body = {"ReqId": "d7aa08da33dd4a662ad5be508c5b77cf", **(payload or {})}
     return {"Header": {"Code": 0, "Message": "", "RequestID": "123"}, "Payload": body}
 
@@ -123,7 +123,7 @@ def ivh_err(code: int, message: str = "error") -> dict[str, Any]:
 
 
 def desk_ok(**fields: Any) -> dict[str, Any]:
-    """A successful Desk envelope (PROTOCOL B.1)."""
+    """A successful Desk envelope (docs/protocol.md B.1)."""
     return {"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0, **fields}
 
 
@@ -232,7 +232,7 @@ def decode_usersig(usersig: str) -> dict[str, Any]:
 
 
 def expected_tls_sig(document: Mapping[str, Any], secret_key: str) -> str:
-    """Recompute `TLS.sig` from a decoded UserSig's fields (PROTOCOL B.2 step 2-3)."""
+    """Recompute `TLS.sig` from a decoded UserSig's fields (docs/protocol.md B.2 step 2-3)."""
     content = "".join(
         f"TLS.{name}:{document['TLS.' + name]}\n"
         for name in ("identifier", "sdkappid", "time", "expire")

@@ -1,4 +1,4 @@
-"""DeskClient against recorded real-shaped replies (PROTOCOL B.1-B.4, B.7)."""
+"""DeskClient against recorded real-shaped replies (docs/protocol.md B.1-B.4, B.7)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from tests.unit.tencent.tencent_fakes import (
 SID = "fd8a2e30-54de-4e40-bcaf-02718409c5cf"
 MSG_KEY = "124_1600045926_716f784b2bbd6ce9415027715"
 
-# PROTOCOL B.3, B.4, B.7 and the brief of issue 3, independent of bridge.tencent.codes.
+# docs/protocol.md B.3, B.4, B.7 and the brief of issue 3, independent of bridge.tencent.codes.
 EXPECTED: dict[int, tuple[str, bool]] = {
     20001: ("invalid_payload", False),
     20002: ("auth_failed", False),

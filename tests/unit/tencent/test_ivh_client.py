@@ -1,4 +1,4 @@
-"""IvhClient against recorded real-shaped replies (PROTOCOL A.1-A.3, A.7)."""
+"""IvhClient against recorded real-shaped replies (docs/protocol.md A.1-A.3, A.7)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from tests.unit.tencent.tencent_fakes import (
 PATH = "/v2/ivh/sessionmanager/sessionmanagerservice/"
 SESSION = {"SessionId": "m123", "SessionStatus": 3, "PlayStreamAddr": "rtmp://live/m123"}
 
-# PROTOCOL A.7 and the brief of issue 3, written out independently of bridge.tencent.codes.
+# docs/protocol.md A.7 and the brief of issue 3, written out independently of bridge.tencent.codes.
 EXPECTED: dict[int, tuple[str, bool]] = {
     -101000: ("upstream_error", True),
     -101001: ("upstream_error", True),

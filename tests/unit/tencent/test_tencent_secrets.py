@@ -1,4 +1,4 @@
-"""Secrets never reach an error message, a repr or a log line (SPEC 3.7)."""
+"""Secrets never reach an error message, a repr or a log line (docs/reliability.md)."""
 
 from __future__ import annotations
 

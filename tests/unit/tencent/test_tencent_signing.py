@@ -1,4 +1,5 @@
-"""IVH signing (PROTOCOL A.2, A.4): official vectors, key order, the Auth and the channel URL."""
+"""IVH signing (docs/protocol.md A.2, A.4): official vectors, key order, the Auth and the channel
+URL."""
 
 from __future__ import annotations
 

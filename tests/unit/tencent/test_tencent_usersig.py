@@ -1,4 +1,5 @@
-"""UserSig (PROTOCOL B.2): independent decoding, the official library, the renewing cache."""
+"""UserSig (docs/protocol.md B.2): independent decoding, the official library, the renewing
+cache."""
 
 from __future__ import annotations
 

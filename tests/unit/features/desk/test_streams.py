@@ -1,4 +1,5 @@
-"""SessionStream: order, coalescing within the 12 KB body limit, finish, failures (SPEC 3.2)."""
+"""SessionStream: order, coalescing within the 12 KB body limit, finish, failures
+(docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DeskWatcher: polls spread over the interval, capped by a token bucket (SPEC 3.4, issue 6)."""
+"""DeskWatcher: polls spread over the interval, capped by a token bucket (docs/reliability.md, issue
+6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command-channel frames (PROTOCOL A.5, A.6): upstream shape, downstream classification."""
+"""Command-channel frames (docs/protocol.md A.5, A.6): upstream shape, downstream classification."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SessionTracker: diffing listings, events with seq, closing, retention (SPEC 2.2, 3.4)."""
+"""SessionTracker: diffing listings, events with seq, closing, retention (docs/topics.md,
+docs/reliability.md)."""
 
 from __future__ import annotations
 

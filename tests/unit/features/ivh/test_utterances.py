@@ -1,4 +1,5 @@
-"""Utterances: ReqId and Seq of streamed text, StreamMaxInterval, interrupts (PROTOCOL A.5)."""
+"""Utterances: ReqId and Seq of streamed text, StreamMaxInterval, interrupts (docs/protocol.md
+A.5)."""
 
 from __future__ import annotations
 
