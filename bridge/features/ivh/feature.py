@@ -119,8 +119,8 @@ class IvhFeature:
         except BridgeError as exc:
             self._failed(exc)
             return
-        # Parsing a listing and diffing it take 43-54 and 17-21 ms at 10,000 sessions: what
-        # waits for the loop (commands, events) runs in between, not after both.
+        # Parsing a large listing and diffing it each take a while (docs/performance.md,
+        # polling): what waits for the loop (commands, events) runs in between, not after both.
         await asyncio.sleep(0)
         started = time.perf_counter()
         self._tracker.apply_list(infos, asked_at=asked_at)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({2, 4})  # closed, failed (docs/protocol.md A.3)
 SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a snapshot...
-SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size (10,000 sessions: ~3 MB)
+SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size
 ACTED_MEMORY = 600.0  # seconds an action's mark is kept: longer than any listing takes to come
 Signature = tuple[Any, ...]
 
