@@ -9,7 +9,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import MqttConfig
-from bridge.tlsfiles import client_context
+from bridge.config.tlsfiles import client_context
 
 INFLIGHT = 256  # publishes awaiting their acknowledgement at most
 # MQTT 3.1.1 has no Receive Maximum, but brokers bound the QoS 2 messages they take in flight

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge.config_checks import parse_listen
+from bridge.config.checks import parse_listen
 from bridge.ops.metrics import Metrics
 from bridge.ops.readout import Readout
 

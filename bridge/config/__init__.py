@@ -38,9 +38,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from bridge import config_checks, tlsfiles
-from bridge.config_env import CONFIG_ENV, ENV_PREFIX, env_problems, file_secrets, merge
-from bridge.config_env import secret_file_path as _secret_file_path
+from bridge.config import checks as config_checks
+from bridge.config import tlsfiles
+from bridge.config.env import CONFIG_ENV, ENV_PREFIX, env_problems, file_secrets, merge
+from bridge.config.env import secret_file_path as _secret_file_path
 from bridge.errors import validation_problems
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX"]
