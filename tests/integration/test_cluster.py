@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
@@ -36,6 +34,7 @@ from tests.support.cluster import (
     until,
 )
 from tests.support.mqtt_probe import Probe, response_properties
+from tests.support.request_cli import cli
 
 NAMES = ["b0", "b1", "b2"]
 
@@ -264,23 +263,6 @@ async def test_shorthand_json_with_transaction_and_expiry(running: Running) -> N
     assert replies["g1"]["status"] == "ok", replies
     assert replies["g2"]["error"]["code"] == "expired", replies
     assert len(probe.on("bridge/response/ivh/get_session")) == 2
-
-
-async def cli(url: str, base: str, *args: str, protocol: int) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "TENCENT2MQTT_CONFIG": "",
-        "TENCENT2MQTT_MQTT__URL": url,
-        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
-        "TENCENT2MQTT_MQTT__PROTOCOL": str(protocol),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "request", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_while_the_cluster_starts_a_request_gets_one_retry_answer(

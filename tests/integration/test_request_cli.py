@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from typing import Any
 
 import pytest
@@ -13,23 +10,7 @@ import pytest
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker, free_port
 from tests.support.mqtt_probe import Probe
-
-
-async def cli(url: str, base: str, *args: str, protocol: int = 5) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "TENCENT2MQTT_CONFIG": "",
-        "TENCENT2MQTT_MQTT__URL": url,
-        "TENCENT2MQTT_MQTT__BASE_TOPIC": base,
-        "TENCENT2MQTT_MQTT__PROTOCOL": str(protocol),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "request", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support.request_cli import cli
 
 
 @pytest.mark.parametrize("protocol", [5, 4])
