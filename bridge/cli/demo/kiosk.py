@@ -148,8 +148,9 @@ class Kiosk:
             await self.until(f"desk/{sid}/event", _is("stream_finished"), since=mark)
             await self.pause()
             self.say("an agent picks the session up")
-            async with admin.post(f"{url}/desk/sessions/{sid}/state", json={"state": "agent"}):
-                pass  # the state is set: the answer has nothing more to say
+            moved = admin.post(f"{url}/desk/sessions/{sid}/state", json={"state": "agent"})
+            async with moved as answer:
+                answer.raise_for_status()  # a refused move would leave the kiosk waiting
             await self.until(f"desk/{sid}/state", lambda s: s.get("state") == "agent")
             await self.call("desk/unwatch", {"session_id": sid})
         await self.pause()
