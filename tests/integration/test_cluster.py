@@ -61,12 +61,8 @@ class Running:
 async def running(broker: Broker, base: str, tmp_path: Path) -> AsyncIterator[Running]:
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             yield Running(emu, admin, cluster, probe)
-        finally:
-            cluster.stop_all()
 
 
 def _channels_by_owner(sids: list[str], names: list[str]) -> Counter[str]:
@@ -78,9 +74,7 @@ async def test_membership_documents_wills_and_the_last_offline(
 ) -> None:
     async with emulator() as emu, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             for name, doc in docs(probe).items():
                 assert set(doc) == {"state", "version", "started_at", "owns"}, (name, doc)
             health = await probe.request("bridge/health_check")
@@ -108,8 +102,6 @@ async def test_membership_documents_wills_and_the_last_offline(
             await until(lambda: not docs(probe), 5, "every document cleared")
             await probe.wait_json("bridge/state", lambda s: s["state"] == "offline")
             assert probe.on("bridge/state")[-1] == {"state": "offline", "reason": "shutdown"}
-        finally:
-            cluster.stop_all()
 
 
 async def test_24_sessions_get_24_sockets_spread_over_all_three(running: Running) -> None:

@@ -96,9 +96,7 @@ async def test_rolling_restart_under_20_requests_per_second(
 ) -> None:
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             sids = await _sessions(admin, emu, 9)
             desk_sid = await admin.desk_session(state="chatbot")
             before = calls(emu, "statsession") + calls(emu, "get_session_state")
@@ -114,8 +112,6 @@ async def test_rolling_restart_under_20_requests_per_second(
             await until(lambda: len(load.answers()) >= len(load.sent), 10, "every answer")
             await asyncio.sleep(0.5)
             await _all_channels(emu, sids, 10)
-        finally:
-            cluster.stop_all()
         answers = load.answers()
         assert set(answers) == set(load.sent), set(load.sent) - set(answers)
         assert all(n == 1 for n in answers.values()), answers.most_common(3)
@@ -133,9 +129,7 @@ async def test_desk_stream_exact_across_a_restart_of_its_owner(
 ) -> None:
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             sid = await admin.desk_session(state="agent", agent_id="a1")
             streamer = owner_of(sid, NAMES)
             other = next(n for n in NAMES if n != streamer)
@@ -152,8 +146,6 @@ async def test_desk_stream_exact_across_a_restart_of_its_owner(
                 "desk/send_stream", {"session_id": sid, "chunk": "end", "finish": True}, 15
             )
             assert done["status"] == "ok", done
-        finally:
-            cluster.stop_all()
         messages = list(emu.state.desk.live[sid].messages)
         text = "".join("".join(m.chunks) for m in messages)
         assert text == "".join(words) + "end"
@@ -163,9 +155,7 @@ async def test_desk_stream_exact_across_a_restart_of_its_owner(
 async def test_sigstop_then_sigcont_of_an_owner(broker: Broker, base: str, tmp_path: Path) -> None:
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             sids = await _sessions(admin, emu, 12)
             frozen = Counter(owner_of(s, NAMES) for s in sids).most_common(1)[0][0]
             theirs = [s for s in sids if owner_of(s, NAMES) == frozen]
@@ -187,8 +177,6 @@ async def test_sigstop_then_sigcont_of_an_owner(broker: Broker, base: str, tmp_p
             await all_active(probe, NAMES)  # it rejoined
             await _all_channels(emu, sids, 10)
             log = cluster.procs[frozen].log()
-        finally:
-            cluster.stop_all()
         assert "dropping all session work" in log, log[-3000:]
         assert took < 5
         figures.add("cluster_sigstop_takeovers")
@@ -197,9 +185,7 @@ async def test_sigstop_then_sigcont_of_an_owner(broker: Broker, base: str, tmp_p
 async def test_an_instance_rejoining_with_its_id(broker: Broker, base: str, tmp_path: Path) -> None:
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
         cluster = Cluster(broker, base, emu, tmp_path)
-        cluster.start_all()
-        try:
-            await all_active(probe, NAMES)
+        async with cluster.up(probe):
             sids = await _sessions(admin, emu, 12)
             cluster.signal("b1", signal.SIGKILL)
             cluster.start("b1")  # at once: its will and its new document race
@@ -207,8 +193,6 @@ async def test_an_instance_rejoining_with_its_id(broker: Broker, base: str, tmp_
             await asyncio.sleep(1.5)
             await _all_channels(emu, sids, 10)
             answer = await probe.request("ivh/get_session", {"session_id": sids[0]})
-        finally:
-            cluster.stop_all()
         assert answer["status"] == "ok", answer
         assert sorted(emu.state.channels) == sorted(sids)
 

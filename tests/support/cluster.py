@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,16 @@ class Cluster:
         """Start every instance."""
         for name in self.names:
             self.start(name)
+
+    @contextlib.asynccontextmanager
+    async def up(self, probe: Probe) -> AsyncIterator[None]:
+        """Every instance started and seen active; whatever still runs is killed on the way out."""
+        self.start_all()
+        try:
+            await all_active(probe, self.names)
+            yield
+        finally:
+            self.stop_all()
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Signal one instance."""
