@@ -6,7 +6,9 @@ from the POST to the `transfer_started` event on MQTT, and the time to the HTTP 
 Polling path: the same change (Chatbot -> Queuing) made in the emulator for watched sessions at
 the same rate, timed from the admin call to the `state_changed` event, with the documented
 default `desk.poll_interval` (5 s). Burst: 1,000 notifications written at once, then 1,000
-spread over one second -> 1,000 events each, none lost, each answer's time.
+spread over one second -> 1,000 events each, none lost, each answer's time. The floor: the
+same burst against uvicorn alone (bench/bare_asgi.py), so the burst's slowest answer is also
+given as a ratio to what the server and the client cost without the bridge.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import secrets
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -62,6 +65,8 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         _say("bursts")
         burst = await _burst(url, sdkappid, events, spread_s=0.0)
         spread = await _burst(url, sdkappid, events, spread_s=1.0)
+        floor = await _floor(sdkappid)
+    burst["answer_max_over_floor"] = round(burst["answer"]["max_ms"] / floor["max_ms"], 2)
     return {
         "rate_per_s": RATE,
         "changes": count,
@@ -70,6 +75,7 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         "polling": polling,
         "burst": burst,
         "burst_over_1s": spread,
+        "burst_floor": floor,
         "target": {"burst_answer_max_ms": 100.0, "burst_lost": 0},
     }
 
@@ -181,6 +187,37 @@ async def _burst(url: str, sdkappid: str, events: Events, *, spread_s: float) ->
     result["lost"] = BURST - published
     result.update(answer=summary(sent.answers), not_ok=sent.not_ok)
     return result
+
+
+async def _floor(sdkappid: str) -> dict[str, Any]:
+    """The same burst against bench/bare_asgi.py (uvicorn answering OK, no bridge), same run."""
+    port = _free_port()
+    args = [sys.executable, "-m", "bench.bare_asgi", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/floor"
+        await until_listening("127.0.0.1", port)
+        sids = [f"floor-{i}" for i in range(BURST)]
+        sent = await _fire(url, sdkappid, sids, "ChatBot.UserSendMsg", spread_s=0.0)
+        return {**summary(sent.answers), "not_ok": sent.not_ok}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def until_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    """Until something accepts connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
 
 
 def _raw_post(path: str, sdkappid: str, sid: str, event: str) -> bytes:

@@ -169,17 +169,17 @@ class App:
             outcomes=lambda: self.dispatcher.outcomes,
             services=lambda: self.services,
             verify=self._verify,
-            routes=self._http_routes,
+            endpoints=self._http_endpoints,
         )
 
-    def _http_routes(self) -> list[Any]:
-        """Features' own HTTP routes (the Desk callback), on the bridge's endpoint."""
-        routes: list[Any] = []
+    def _http_endpoints(self) -> dict[str, Any]:
+        """Features' own HTTP endpoints (the Desk callback), on the bridge's endpoint."""
+        endpoints: dict[str, Any] = {}
         for feature in self.features:
-            fn = getattr(feature, "http_routes", None)
+            fn = getattr(feature, "http_endpoints", None)
             if callable(fn):
-                routes.extend(fn())
-        return routes
+                endpoints.update(fn())
+        return endpoints
 
     async def _verify(self) -> None:
         """Let each service that can judge itself with a real call do so (bounded)."""

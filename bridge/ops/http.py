@@ -6,21 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.config.checks import parse_listen
 from bridge.ops.metrics import Metrics
 from bridge.ops.readout import Readout
 
 
-def http_app(readout: Readout, metrics: Metrics) -> Starlette:
-    """The ASGI app for one bridge."""
+def http_app(readout: Readout, metrics: Metrics) -> ASGIApp:
+    """The ASGI app for one bridge: features' endpoints by exact path, then Starlette's routes."""
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -35,8 +36,20 @@ def http_app(readout: Readout, metrics: Metrics) -> Starlette:
         return Response(body, media_type=content_type)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", exposition)]
-    routes.extend(readout.routes())  # e.g. the Desk callback on its secret path (docs/desk.md)
-    return Starlette(routes=routes)
+    return _in_front(readout.endpoints(), Starlette(routes=routes))
+
+
+def _in_front(endpoints: Mapping[str, ASGIApp], app: ASGIApp) -> ASGIApp:
+    """Exact paths go straight to their endpoint, past Starlette's middleware and router (the
+    Desk callback answers bursts: docs/performance.md "Desk callbacks"); the rest to `app`."""
+    if not endpoints:
+        return app
+
+    async def front(scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = endpoints.get(scope["path"]) if scope["type"] == "http" else None
+        await (endpoint or app)(scope, receive, send)
+
+    return front
 
 
 def readiness(readout: Readout) -> tuple[bool, dict[str, bool]]:
@@ -66,6 +79,8 @@ async def serve_http(
         log_level="warning",
         lifespan="off",
         access_log=False,
+        proxy_headers=False,  # nothing here reads the client's address: not worth the work
+        server_header=False,
     )
     server = QuietServer(config)
     try:

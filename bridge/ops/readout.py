@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import ASGIApp
+
 
 @dataclass(frozen=True, kw_only=True)
 class Readout:
@@ -14,7 +16,8 @@ class Readout:
     snapshot: Callable[[], dict[str, Any]]  # the `bridge/health` body
     outcomes: Callable[[], Mapping[tuple[str, str], int]]  # (action, outcome) -> count
     services: Callable[[], list[str]]  # the enabled upstream services
-    routes: Callable[[], list[Any]] = list  # features' own HTTP routes (starlette `Route`s)
+    # Features' own HTTP endpoints: exact path -> ASGI app (the Desk callback).
+    endpoints: Callable[[], Mapping[str, ASGIApp]] = dict
     # Makes a real upstream call for each service with nothing else to judge it by (/readyz).
     verify: Callable[[], Awaitable[None]]
 

@@ -11,6 +11,7 @@ answered OK and not published again. The path is a secret: no log line or answer
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -19,10 +20,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bridge.ids import valid_session_id
 from bridge.tencent.desk_handover import iso_ms, message_text
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 COMMAND = "Desk.SessionEventNotify"
 MAX_BODY = 64 * 1024
 OK = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
+_OK_BYTES = json.dumps(OK, separators=(",", ":")).encode()
 # B.6 confirms SessionBegin, ChatBot.UserSendMsg and ChatBot.RobotSendMsg; the other names are
 # the emulator's (the rest of Tencent's list was not retrieved; docs/desk.md). Matched without
 # case; anything else is published as `callback` with its name in data.event.
@@ -72,6 +73,7 @@ class Notification:
     agent_id: str | None
 
 
+@functools.cache  # a few dozen names recur in every notification
 def snake(name: str) -> str:
     """`SessionId` -> `session_id`, `MsgBody` -> `msg_body`, `ClientIP` -> `client_ip`."""
     return _CAMEL.sub("_", name).lower()
@@ -147,7 +149,7 @@ class CallbackReceiver:
     ) -> None:
         self._sdkappid = str(sdkappid)
         self._on_event = on_event
-        self._queue: asyncio.Queue[Notification] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._seen = RecentIds()
         self.counts = {"accepted": 0, "duplicates": 0, "refused": 0}
 
@@ -163,12 +165,11 @@ class CallbackReceiver:
             body = json.loads(raw)
         except ValueError:
             body = None
-        note = notification(body) if isinstance(body, dict) else None
-        if note is None:
+        if not isinstance(body, dict) or not valid_session_id(body.get("SessionId")):
             self.counts["refused"] += 1
             log.warning("desk callback refused (400): body is not a B.6 notification")
             return 400, _fail(400, "body must be a JSON object with a valid SessionId")
-        return self._queued(query.get("RequestID") or _digest(raw), note)
+        return self._queued(query.get("RequestID") or _digest(raw), body)
 
     def _refusal(
         self, query: Mapping[str, str], raw: bytes | None
@@ -181,12 +182,12 @@ class CallbackReceiver:
             return 413, _fail(413, f"body over {MAX_BODY} bytes")
         return None
 
-    def _queued(self, request_id: str, note: Notification) -> tuple[int, dict[str, Any]]:
+    def _queued(self, request_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not self._seen.add(request_id):
             self.counts["duplicates"] += 1
             return 200, OK  # a retry of one we have: published once (docs/desk.md)
         try:
-            self._queue.put_nowait(note)
+            self._queue.put_nowait(body)  # typed by the consumer: the answer waits for less
         except asyncio.QueueFull:
             self._seen.forget(request_id)  # not OK: Tencent retries it later
             return 503, _fail(503, "too many notifications waiting")
@@ -201,7 +202,8 @@ class CallbackReceiver:
     async def run(self) -> None:
         """Publish queued notifications in arrival order, forever."""
         while True:
-            note = await self._queue.get()
+            note = notification(await self._queue.get())
+            assert note is not None  # accept() let only bodies with a valid SessionId in
             try:
                 result = self._on_event(note)
                 if result is not None:
@@ -211,28 +213,52 @@ class CallbackReceiver:
             # Queue.get does not yield while items wait: let answers to new POSTs go first.
             await asyncio.sleep(0)
 
-    def route(self, path: str) -> Route:
-        """The Starlette route on the secret path."""
+    async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app on the secret path: a bare one, not a Starlette route, because a burst
+        of notifications is answered one after another on the bridge's loop and every answer
+        is waited for (docs/performance.md "Desk callbacks")."""
+        if scope["method"] != "POST":
+            await _answer(send, 405, _fail(405, "only POST"), allow=True)
+            return
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        try:
+            raw = await _read(scope, receive)
+        except _Disconnected:
+            return  # half a delivery is not accepted: Tencent retries it
+        status, answer = self.accept(query, raw)
+        await _answer(send, status, answer)
 
-        async def endpoint(request: Request) -> JSONResponse:
-            status, answer = self.accept(request.query_params, await _read(request))
-            return JSONResponse(answer, status_code=status)
 
-        return Route(path, endpoint, methods=["POST"])
+class _Disconnected(Exception):
+    """The sender went away before the whole body arrived."""
 
 
-async def _read(request: Request) -> bytes | None:
+async def _read(scope: Scope, receive: Receive) -> bytes | None:
     """The body, or None past MAX_BODY (a declared length is refused before reading)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+            return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             return None
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+async def _answer(send: Send, status: int, answer: dict[str, Any], *, allow: bool = False) -> None:
+    body = _OK_BYTES if answer is OK else json.dumps(answer, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if allow:
+        headers.append((b"allow", b"POST"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _fail(status: int, info: str) -> dict[str, Any]:

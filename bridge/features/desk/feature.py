@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from starlette.types import ASGIApp
+
 from bridge.core.actions import action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
@@ -124,11 +126,11 @@ class DeskFeature:
         return {**self._callbacks.counts, "queue_depth": self._callbacks.depth}
 
     # -- session event callback (docs/desk.md; docs/protocol.md B.6) ----------------------------
-    def http_routes(self) -> list[Any]:
-        """The callback route on its secret path, when `desk.callback` is set."""
+    def http_endpoints(self) -> dict[str, ASGIApp]:
+        """The callback endpoint on its secret path, when `desk.callback` is set."""
         if self._callbacks is None:
-            return []
-        return [self._callbacks.route(self._cfg.callback_path)]
+            return {}
+        return {self._cfg.callback_path: self._callbacks.endpoint}
 
     def _notified(self, note: Notification) -> None:
         """Publish one accepted notification, then move the state it implies."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -169,3 +170,20 @@ def test_the_emulator_and_the_bridge_name_events_alike() -> None:
         note = notification({"SessionId": "s", "Event": name})
         assert note is not None
         assert (note.event_type == "callback") == (key == "other_state"), (key, name)
+
+
+async def test_a_sender_gone_mid_body_is_neither_answered_nor_queued() -> None:
+    rec = _receiver([])
+    messages = [{"type": "http.request", "body": _body()[:10], "more_body": True}]
+    messages.append({"type": "http.disconnect"})
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "query_string": b"RequestID=r1", "headers": []}
+    await rec.endpoint(scope, receive, send)
+    assert sent == [] and rec.depth == 0 and rec.counts["accepted"] == 0
