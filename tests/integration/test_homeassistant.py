@@ -8,8 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.emulator import Emulator
+from bridge.features.desk.callbacks import EVENT_TYPES
+from bridge.features.homeassistant_desk import DESK_EVENTS, EVENT_TEMPLATE
 from tests.support.bridge import running, settings_for
 from tests.support.broker import Broker
 from tests.support.cloud import emulator, upstream_sections
@@ -201,9 +205,47 @@ async def test_a_watched_desk_session_gets_a_device_with_an_event_entity(
             events = config["cmps"]["events"]
             assert events["p"] == "event" and events["state_topic"] == f"{base}/desk/{sid}/event"
             assert "user_message" in events["event_types"]
-            assert config["cmps"]["transfer"]["command_topic"] == f"{base}/desk/{sid}/transfer"
+            transfer = config["cmps"]["transfer"]
+            assert transfer["command_topic"] == f"{base}/desk/{sid}/transfer"
+            await _press_and_render(probe, config, sid)
             await probe.request("desk/unwatch", {"session_id": sid})
             await ha.wait_for(lambda m: m.topic == msg.topic and m.payload == b"")
+
+
+async def _press_and_render(probe: Probe, config: dict[str, Any], sid: str) -> None:
+    """Press the transfer button as Home Assistant would, then render the event entity's and
+    the state sensor's templates against what the bridge published."""
+    cmps = config["cmps"]
+    start = len(probe.messages)
+    await probe.client.publish(cmps["transfer"]["command_topic"], cmps["transfer"]["payload_press"])
+    event = await probe.wait_for(
+        lambda m: m.topic == cmps["events"]["state_topic"] and b"state_changed" in m.payload,
+        start=start,
+    )
+    rendered = json.loads(ha_render(cmps["events"]["value_template"], event.payload))
+    assert rendered["event_type"] == "state_changed" in cmps["events"]["event_types"]
+    assert rendered["text"] == "" and rendered["seq"] == event.json()["seq"]
+    after = event.json()["data"]["state"]  # queuing, or agent when one is free at once
+    state = await probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == after)
+    shown = ha_render(cmps["state"]["value_template"], json.dumps(state).encode())
+    assert shown == after != "chatbot" and shown in cmps["state"]["options"]
+
+
+def test_the_event_template_carries_message_text_and_every_type_is_declared() -> None:
+    body = {"type": "user_message", "seq": 7, "data": {"text": "hello", "event": "x"}}
+    rendered = json.loads(ha_render(EVENT_TEMPLATE, json.dumps(body).encode()))
+    assert rendered == {"event_type": "user_message", "text": "hello", "seq": 7}
+    published = set(EVENT_TYPES.values()) | {"state_changed", "session_ended", "stream_finished"}
+    assert published | {"callback"} == set(DESK_EVENTS)
+
+
+def ha_render(template: str, payload: bytes) -> str:
+    """Render an MQTT entity's `value_template` as Home Assistant does: a sandboxed Jinja
+    environment, `value_json` the parsed payload, its `to_json` filter; an undefined name
+    fails here (HA would log it and render nothing)."""
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    env.filters["to_json"] = json.dumps
+    return env.from_string(template).render(value=payload.decode(), value_json=json.loads(payload))
 
 
 async def emu_session(emu: Emulator) -> Any:
