@@ -11,6 +11,7 @@ import pytest
 
 from bridge.config import ConfigError, Settings, config_warnings, load_settings
 from bridge.features.desk.callbacks import (
+    ANSWERS_FIRST,
     COMMAND,
     OK,
     CallbackReceiver,
@@ -187,3 +188,23 @@ async def test_a_sender_gone_mid_body_is_neither_answered_nor_queued() -> None:
     scope = {"type": "http", "method": "POST", "query_string": b"RequestID=r1", "headers": []}
     await rec.endpoint(scope, receive, send)
     assert sent == [] and rec.depth == 0 and rec.counts["accepted"] == 0
+
+
+async def test_publications_give_way_to_new_posts_for_a_bounded_time() -> None:
+    got: list[Notification] = []
+    rec = _receiver(got, size=1000)
+    task = asyncio.create_task(rec.run())
+    rec.accept(QUERY, _body())
+    await asyncio.sleep(0)
+    assert len(got) == 1  # nothing else arriving: published at once
+    for i in range(10):  # a burst: a new POST in every loop pass
+        rec.accept({**QUERY, "RequestID": f"b{i}"}, _body())
+        await asyncio.sleep(0)
+    assert len(got) == 1  # while POSTs keep coming, publications wait
+    for i in range(ANSWERS_FIRST + 5):  # a burst that does not end
+        rec.accept({**QUERY, "RequestID": f"c{i}"}, _body())
+        await asyncio.sleep(0)
+    assert len(got) > 1  # and yet published: giving way is bounded
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert len(got) == 1 + 10 + ANSWERS_FIRST + 5
