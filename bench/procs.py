@@ -94,8 +94,9 @@ class EmulatorProc:
 class BridgeProc:
     """`python -m bridge run`, configured by environment variables only."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, env: Mapping[str, str], *, tree: Path | None = None) -> None:
         self.workdir = workdir
+        self.tree = tree  # another checkout to run (its own .venv), for an A/B; None: this one
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.env.pop("TENCENT2MQTT_CONFIG", None)
         self.log_path = workdir / f"bridge-{uuid.uuid4().hex[:6]}.log"
@@ -104,12 +105,14 @@ class BridgeProc:
 
     def start(self) -> None:
         """Start the process, logging to a file; BENCH_PROFILE=<dir> attaches py-spy to it."""
+        python = sys.executable if self.tree is None else str(self.tree / ".venv/bin/python")
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run"],
+                [python, "-m", "bridge", "run"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.tree,
             )
         if os.environ.get("BENCH_PROFILE"):
             self.profiler = _profile(self.proc.pid, Path(os.environ["BENCH_PROFILE"]))

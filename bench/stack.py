@@ -71,7 +71,7 @@ async def stack(workdir: Path, **bridge_settings: str) -> AsyncIterator[Stack]:
                     Direct(http, emulator.info),
                     mqtt,
                 )
-                await _wait_online(parts)
+                await wait_online(parts)
                 yield parts
         finally:
             bridge.stop()
@@ -80,7 +80,7 @@ async def stack(workdir: Path, **bridge_settings: str) -> AsyncIterator[Stack]:
         broker.kill()
 
 
-async def _wait_online(parts: Stack) -> None:
+async def wait_online(parts: Stack) -> None:
     deadline = time.monotonic() + 20
     while True:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -30,10 +31,27 @@ def _finite(text: str) -> float:
     return value
 
 
+# One parser, made once: `json.loads` with options builds a decoder and its scanner per call.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+
+
+@functools.cache
+def _encoder(options: tuple[tuple[str, Any], ...]) -> json.JSONEncoder:
+    """One encoder per set of options, made once (as for the parser above)."""
+    return json.JSONEncoder(ensure_ascii=False, allow_nan=False, **dict(options))
+
+
 def dumps(value: Any, **options: Any) -> str:
     """`json.dumps` that cannot write `NaN` or `Infinity` (it raises ValueError instead): what
     the bridge writes is JSON for every parser, Node-RED's `JSON.parse` included."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+    return _encoder(tuple(options.items())).encode(value)
+
+
+def _parse(raw: str | bytes | bytearray) -> Any:
+    """`json.loads(raw, parse_constant=..., parse_float=...)` on the one decoder."""
+    if not isinstance(raw, str):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _DECODER.decode(raw)
 
 
 def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
@@ -44,7 +62,7 @@ def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
     encoder recurses too and fails on what the parser took (~990 levels). Non-finite numbers
     raise `NotFinite`."""
     try:
-        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+        value = _parse(raw)
     except RecursionError as exc:
         raise TooDeep("JSON nested too deeply") from exc
     except NotFinite:

@@ -64,6 +64,7 @@ class Metrics:
         self._retries = Counter(
             f"{PREFIX}_upstream_retries", "Upstream retries", labels, registry=self.registry
         )
+        self._series: dict[tuple[str, str, str], tuple[Counter, Counter, Histogram]] = {}
         self._latency = Histogram(
             f"{PREFIX}_upstream_latency_seconds",
             "Upstream call latency",
@@ -82,9 +83,25 @@ class Metrics:
         """Record one upstream call (the clients' observer hook)."""
         service = bounded(record.service, self._services)
         outcome = bounded(record.outcome, self._outcomes)
-        self._calls.labels(service, record.api, outcome).inc()
-        self._retries.labels(service, record.api).inc(record.retries)
-        self._latency.labels(service, record.api).observe(record.elapsed)
+        calls, retries, latency = self._children(service, record.api, outcome)
+        calls.inc()
+        if record.retries:
+            retries.inc(record.retries)
+        latency.observe(record.elapsed)
+
+    def _children(self, service: str, api: str, outcome: str) -> tuple[Counter, Counter, Histogram]:
+        """The labelled series of one call kind, looked up once: `labels()` takes a lock and
+        builds its key on every use. Bounded like the labels themselves."""
+        key = (service, api, outcome)
+        children = self._series.get(key)
+        if children is None:
+            children = (
+                self._calls.labels(service, api, outcome),
+                self._retries.labels(service, api),
+                self._latency.labels(service, api),
+            )
+            self._series[key] = children
+        return children
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition in the format `accept` asks for (text 0.0.4 by default), and its

@@ -55,7 +55,7 @@ class HttpSession:
         # setting says; the whole exchange is not, so a slow but live answer still arrives.
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._proxies: dict[tuple[str, str], Proxy | None] = {}
+        self._proxies: dict[str, Proxy | None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -93,11 +93,12 @@ class HttpSession:
             return response.status, await response.read()
 
     def _proxy(self, url: str) -> Proxy | None:
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "")
-        if key not in self._proxies:
-            self._proxies[key] = environment_proxy(*key)
-        return self._proxies[key]
+        try:
+            return self._proxies[url]  # one entry per API URL: a handful
+        except KeyError:
+            parts = urlsplit(url)
+            proxy = self._proxies[url] = environment_proxy(parts.scheme, parts.hostname or "")
+            return proxy
 
     @property
     def closed(self) -> bool:
