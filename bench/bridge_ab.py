@@ -1,6 +1,7 @@
-"""`python -m bench.bridge_ab OTHER_TREE [ROUNDS]`: the bridge of another checkout against this
-one, taking turns on one broker and one emulator (this tree's), so that only the bridge differs
-and the host's load falls on both alike (docs/performance.md "Before and after issue 18").
+"""`python -m bench.bridge_ab OTHER_TREE [ROUNDS [THIS_TREE]]`: the bridge of another checkout
+against this one's (or THIS_TREE's), taking turns on one broker and one emulator (this tree's),
+so that only the bridge differs and the host's load falls on both alike (docs/performance.md
+"Before and after issue 18").
 
 OTHER_TREE is a checkout with its own `.venv` (`git worktree add`, then `scripts/setup` there).
 Each round starts each tree's bridge in turn and measures it at RATE/s on `desk/get_session_state`
@@ -68,7 +69,7 @@ async def _one_bridge(
     return figures
 
 
-async def run(other: Path, rounds: int) -> dict[str, Any]:
+async def run(other: Path, rounds: int, this: Path | None = None) -> dict[str, Any]:
     """Alternate the two bridges `rounds` times; medians and ratios."""
     with tempfile.TemporaryDirectory(prefix="bench-bridge-ab-") as name:
         tmp = Path(name)
@@ -84,11 +85,8 @@ async def run(other: Path, rounds: int) -> dict[str, Any]:
                 }
             runs: dict[str, list[dict[str, float]]] = {"other": [], "this": []}
             for i in range(rounds):
-                order = (
-                    (("other", other), ("this", None))
-                    if i % 2 == 0
-                    else (("this", None), ("other", other))
-                )
+                order: list[tuple[str, Path | None]] = [("other", other), ("this", this)]
+                order = order if i % 2 == 0 else order[::-1]
                 for label, tree in order:
                     runs[label].append(await _one_bridge(tree, broker, emulator, sids, tmp))
         finally:
@@ -115,4 +113,5 @@ async def run(other: Path, rounds: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    print(json.dumps(asyncio.run(run(Path(sys.argv[1]).resolve(), rounds)), indent=2))
+    this = Path(sys.argv[3]).resolve() if len(sys.argv) > 3 else None
+    print(json.dumps(asyncio.run(run(Path(sys.argv[1]).resolve(), rounds, this)), indent=2))
