@@ -41,7 +41,7 @@ def http_app(readout: Readout, metrics: Metrics) -> ASGIApp:
 
 def _in_front(endpoints: Mapping[str, ASGIApp], app: ASGIApp) -> ASGIApp:
     """Exact paths go straight to their endpoint, past Starlette's middleware and router (the
-    Desk callback answers bursts: docs/performance.md "Desk callbacks"); the rest to `app`."""
+    Desk callback answers bursts: docs/desk.md "Figures"); the rest to `app`."""
     if not endpoints:
         return app
 

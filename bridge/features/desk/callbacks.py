@@ -226,7 +226,7 @@ class CallbackReceiver:
     async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app on the secret path: a bare one, not a Starlette route, because a burst
         of notifications is answered one after another on the bridge's loop and every answer
-        is waited for (docs/performance.md "Desk callbacks")."""
+        is waited for (docs/desk.md "Figures")."""
         if scope["method"] != "POST":
             await _answer(send, 405, _fail(405, "only POST"), allow=True)
             return
