@@ -7,8 +7,9 @@ Features never import the MQTT library: they publish through the `Publisher` por
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bridge.core import jsontext
@@ -17,8 +18,18 @@ from bridge.errors import BridgeError
 
 
 def now_iso() -> str:
-    """The current time as ISO 8601 UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as ISO 8601 UTC with milliseconds (`2026-12-02T06:52:01.123Z`)."""
+    now = time.time()
+    second = int(now)
+    micro = round((now - second) * 1e6)  # as datetime.fromtimestamp rounds, then truncated
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    return f"{_second(second)}.{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)  # several stamps per request, all in the same second or two
+def _second(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -163,12 +164,19 @@ def validate(model: type[Payload], data: dict[str, Any], route: Route) -> Payloa
     """Validate the payload against the action's model; the error names each bad field."""
     fields = {k: v for k, v in data.items() if k not in ENVELOPE_KEYS}
     unwanted = route.shorthand or fields.get("session_id") is None
-    if "session_id" not in model.model_fields and unwanted:
+    if unwanted and not _takes_session_id(model):
         fields.pop("session_id", None)
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
         raise RequestError(_describe(exc)) from None
+
+
+@functools.cache
+def _takes_session_id(model: type[Payload]) -> bool:
+    """Whether the model has a `session_id` field (pydantic's `model_fields` is a descriptor
+    that checks for deprecated use on every read)."""
+    return "session_id" in model.model_fields
 
 
 def _describe(exc: ValidationError) -> str:
