@@ -9,12 +9,11 @@ import pytest
 
 from bridge.core import envelope
 
+EPOCHS = [0.0, 1_700_000_000.0, 1_700_000_000.0005, 1_700_000_000.123456]
+EDGES = [1_700_000_000.4999996, 1_764_657_179.9994, 1_764_657_179.9999996]  # rounding edges
 
-@pytest.mark.parametrize(
-    "epoch",
-    [0.0, 1_700_000_000.0, 1_700_000_000.0005, 1_700_000_000.123456, 1_700_000_000.4999996]
-    + [1_764_657_179.9994, 1_764_657_179.9999996],
-)
+
+@pytest.mark.parametrize("epoch", [*EPOCHS, *EDGES])
 def test_now_iso_is_iso_8601_utc_with_milliseconds(
     monkeypatch: pytest.MonkeyPatch, epoch: float
 ) -> None:
