@@ -224,11 +224,12 @@ class MqttLink:
             for callback in self.on_disconnect:
                 callback()
         log.warning(
-            "MQTT %s %s:%d: %s",
+            "MQTT %s %s:%d: %s%s",
             "connection lost to" if was_connected else "cannot connect to",
             self._config.host,
             self._config.port,
             exc,
+            "" if was_connected else tls_close_hint(self._config, str(exc)),
         )
 
     async def _sleep(self, delay: float) -> None:
@@ -444,6 +445,19 @@ class MqttLink:
         client.max_inflight_messages_set(0)
         client.on_message = self._arrived
         return client
+
+
+def tls_close_hint(cfg: MqttConfig, reason: str) -> str:
+    """Why a TLS broker may close a connection the bridge never saw accepted. In TLS 1.3 a
+    broker that wants a client certificate says so after the handshake: the alert is lost when
+    the bridge's CONNECT crosses the broker's close (a reset), and paho sees an EOF instead."""
+    closed = any(s in reason for s in ("EOF occurred", "reset by peer"))
+    if not (cfg.tls and closed and cfg.tls_cert_file is None):
+        return ""
+    return (
+        "; the broker closed the TLS connection before accepting it: if it asks for a client "
+        "certificate (CERTIFICATE_REQUIRED), set mqtt.tls_cert_file and mqtt.tls_key_file"
+    )
 
 
 async def _until_ended(session: PahoSession) -> None:

@@ -43,6 +43,29 @@ MISC_INTERVAL = 1.0  # seconds between `loop_misc` calls: keepalive pings and th
 Subscription = tuple[str, int] | tuple[str, SubscribeOptions]
 
 
+class SessionLog(logging.Logger):
+    """paho's log for one session: its lines go on to `mqtt` (PAHO_LOG) as before, and the last
+    error is kept, because paho ends a connection with a bare code ("Unspecified error") and
+    logs the reason (a TLS alert, a reset) only as a line."""
+
+    def __init__(self) -> None:
+        super().__init__(PAHO_LOG.name)
+        self.parent = PAHO_LOG
+        self.last_error: str | None = None
+
+    def isEnabledFor(self, level: int) -> bool:
+        """As `mqtt` is, read each time (logging clears only registered loggers' caches), and
+        errors always: they are kept even where `mqtt` would not show them."""
+        return level >= logging.ERROR or PAHO_LOG.isEnabledFor(level)
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Note an error line, then pass the record on where `mqtt` shows it."""
+        if record.levelno >= logging.ERROR:
+            self.last_error = record.getMessage()
+        if PAHO_LOG.isEnabledFor(record.levelno):
+            super().handle(record)
+
+
 class MqttError(Exception):
     """The MQTT connection could not be made, or it ended."""
 
@@ -79,7 +102,8 @@ class PahoSession:
         self._connack: asyncio.Future[Properties | None] = self._loop.create_future()
         self.ended: asyncio.Future[MqttError] = self._loop.create_future()
         self._waiters: dict[int, asyncio.Future[Any]] = {}  # SUBACK or PUBACK, by message id
-        client.enable_logger(PAHO_LOG)
+        self._log = SessionLog()
+        client.enable_logger(self._log)
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -211,7 +235,9 @@ class PahoSession:
     def _on_disconnect(
         self, client: Client, userdata: Any, flags: DisconnectFlags, rc: ReasonCode, props: Any
     ) -> None:
-        error = MqttCodeError(rc, "disconnected") if rc.is_failure else MqttError("disconnected")
+        why = self._log.last_error
+        ended = f"disconnected ({why})" if why else "disconnected"
+        error = MqttCodeError(rc, ended) if rc.is_failure else MqttError(ended)
         if not self._connack.done():
             self._connack.set_exception(error)
         self._end(error)

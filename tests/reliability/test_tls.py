@@ -94,10 +94,15 @@ async def _works(t: TlsBroker, base: str, **mqtt: Any) -> None:
 
 
 async def _refused(port: int, base: str, why: str, **mqtt: Any) -> None:
-    """The handshake fails (`why` is logged) and the bridge never counts itself connected."""
+    """The handshake fails, the bridge's own warning says why (`why`), and it never counts
+    itself connected."""
     records = leaks.watch().records
+
+    def said() -> bool:
+        return any(r.startswith("bridge.mqtt.link ") and why in r for r in records)
+
     async with running(_settings(port, base, **mqtt), connected=False) as app:
-        await until(lambda: any(why in r for r in records), 10, f"a log line with {why!r}")
+        await until(said, 10, f"the bridge's warning naming {why!r}")
         assert not app.link.connected.is_set()
     figures.add("tls_refusals")
 
