@@ -110,8 +110,12 @@ def message_text(elements: Sequence[Any]) -> str:
 
 
 def iso_ms(stamp: int | None) -> str | None:
-    """Milliseconds since the epoch as ISO 8601 UTC; None stays None."""
+    """Milliseconds since the epoch as ISO 8601 UTC; None stays None, and so does a stamp no
+    date can hold (negative, or past year 9999: one bad time must not fail a whole page)."""
     if stamp is None or stamp < 0:
         return None
-    moment = datetime.fromtimestamp(stamp / 1000, tz=UTC)
+    try:
+        moment = datetime.fromtimestamp(stamp / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -200,6 +200,61 @@ async def test_timeouts_and_unknown_events_are_published(
     assert any(m["type"] == "user_timeout" for m in w.probe.on(f"desk/{sid}/event"))
 
 
+async def test_a_bad_time_is_published_without_one_and_the_next_event_follows(
+    hooked: tuple[World, str],
+) -> None:
+    w, _ = hooked
+    sid = await w.admin.desk_session()
+    await _events(w, sid, 2)
+    fields = {"EventTime": 10**17}  # past year 9999: no date holds it
+    await w.admin.call(
+        "POST", f"/desk/sessions/{sid}/event", {"event": "User.Timeout", "fields": fields}
+    )
+    await w.admin.call("POST", f"/desk/sessions/{sid}/event", {"event": "Some.NewThing"})
+    await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "callback")
+    timeout = next(m for m in w.probe.on(f"desk/{sid}/event") if m["type"] == "user_timeout")
+    assert timeout["data"]["time"] is None and timeout["data"]["raw"]["EventTime"] == 10**17
+
+
+def _states(w: World, sid: str) -> list[str]:
+    return [s["state"] for s in w.probe.on(f"desk/{sid}/state")]
+
+
+async def test_a_transfer_waiting_for_the_agent_retains_what_the_service_says(
+    hooked: tuple[World, str],
+) -> None:
+    """`Transfer.Success` leaves Agent or WaitingForAgentAnswering: the bridge asks, so the
+    retained state is the service's, and polling beside it publishes the change once."""
+    w, _ = hooked
+    sid = await w.admin.desk_session()
+    await w.probe.request("desk/watch", {"session_id": sid, "interval": 0.1})
+    await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "chatbot")
+    await w.admin.call(
+        "POST", "/desk/handover", {"outcome": "waiting_for_agent", "agent_id": "a@x"}
+    )
+    await w.probe.request("desk/transfer_to_human", {"session_id": sid})
+    await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "transfer_succeeded")
+    await asyncio.sleep(0.5)  # the state query, and several polls
+    changes = [e for e in w.probe.on(f"desk/{sid}/event") if e["type"] == "state_changed"]
+    assert [e["after"] for e in changes].count("waiting_for_agent") == 1, changes
+    assert "agent" not in [e["after"] for e in changes]
+    assert _states(w, sid)[-1] == "waiting_for_agent"
+
+
+async def test_a_late_delivery_moves_no_state_back(hooked: tuple[World, str]) -> None:
+    w, _ = hooked
+    sid = await w.admin.desk_session()
+    await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "chatbot")
+    await w.admin.call("POST", "/desk/callback", {"delay_ms": 300, "delay_count": 1})
+    await w.admin.call("POST", "/desk/handover", {"outcome": "agent", "agent_id": "bob@x"})
+    await w.probe.request("desk/transfer_to_human", {"session_id": sid})  # Transfer.Start late
+    await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "transfer_started", 3)
+    await asyncio.sleep(0.2)
+    states = _states(w, sid)
+    assert states[-1] == "agent", states
+    assert "queuing" not in states[states.index("agent") :], states  # never back
+
+
 async def _chunks(chunk: bytes, count: int) -> AsyncIterator[bytes]:
     for _ in range(count):
         yield chunk

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
+from bridge.core import jsontext
 from bridge.ids import valid_session_id
 from bridge.tencent.desk_handover import iso_ms, message_text
 from bridge.tencent.models import DeskState
@@ -51,14 +52,23 @@ EVENT_TYPES: Mapping[str, str] = {
     "sessionend": "session_closed",
     "user.timeout": "user_timeout",
 }
-# The retained desk/<sid>/state an event implies (docs/topics.md).
+# The retained desk/<sid>/state an event implies (docs/desk.md "State from events").
 IMPLIED_STATE: Mapping[str, DeskState] = {
-    "session_begin": "chatbot",
     "transfer_started": "queuing",
-    "transfer_succeeded": "agent",
     "transfer_failed": "chatbot",
-    "agent_changed": "agent",
     "session_closed": "ended",
+}
+# Events after which the state is one of several (a session may begin in the queue; a
+# transfer that succeeded leaves it `Agent` or `WaitingForAgentAnswering`): asked for instead.
+CONFIRM_STATE = frozenset({"session_begin", "transfer_succeeded", "agent_changed"})
+# Where in a session's life each state-moving event comes: the order of events of one ms.
+STAGE: Mapping[str, int] = {
+    "session_begin": 0,
+    "transfer_started": 1,
+    "transfer_failed": 2,
+    "transfer_succeeded": 2,
+    "agent_changed": 3,
+    "session_closed": 4,
 }
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -72,6 +82,8 @@ class Notification:
     data: dict[str, Any]
     state: DeskState | None
     agent_id: str | None
+    event_time: int | None = None  # Tencent's EventTime, ms
+    confirm: bool = False  # the state after it is to be asked for
 
 
 @functools.cache  # a few dozen names recur in every notification
@@ -104,7 +116,8 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
     if isinstance(elements, list):
         data["text"] = message_text(elements)
     stamp = body.get("EventTime")
-    data["time"] = iso_ms(stamp) if isinstance(stamp, int) else None
+    stamp = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
+    data["time"] = iso_ms(stamp)
     data["raw"] = dict(body)
     agent = body.get("AgentId")
     return Notification(
@@ -113,6 +126,8 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
         data=data,
         state=IMPLIED_STATE.get(event_type),
         agent_id=agent if isinstance(agent, str) and agent else None,
+        event_time=stamp if data["time"] is not None else None,  # only a time a date holds
+        confirm=event_type in CONFIRM_STATE,
     )
 
 
@@ -152,7 +167,7 @@ class CallbackReceiver:
         self._on_event = on_event
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._seen = RecentIds()
-        self.counts = {"accepted": 0, "duplicates": 0, "refused": 0}
+        self.counts = {"accepted": 0, "duplicates": 0, "refused": 0, "failed": 0}
 
     def accept(self, query: Mapping[str, str], raw: bytes | None) -> tuple[int, dict[str, Any]]:
         """The HTTP status and answer for one POST (`raw` None: the body was too large)."""
@@ -162,8 +177,8 @@ class CallbackReceiver:
             log.warning("desk callback refused (%d): %s", refused[0], refused[1]["ErrorInfo"])
             return refused
         assert raw is not None
-        try:
-            body = json.loads(raw)
+        try:  # deeper than any notification: refused here, not a recursion error later
+            body = jsontext.loads(raw, max_depth=jsontext.MAX_DEPTH)
         except ValueError:
             body = None
         if not isinstance(body, dict) or not valid_session_id(body.get("SessionId")):
@@ -203,14 +218,17 @@ class CallbackReceiver:
     async def run(self) -> None:
         """Publish queued notifications in arrival order, forever."""
         while True:
-            note = notification(await self._queue.get())
-            assert note is not None  # accept() let only bodies with a valid SessionId in
+            body = await self._queue.get()
             try:
+                note = notification(body)
+                assert note is not None  # accept() let only bodies with a valid SessionId in
                 result = self._on_event(note)
                 if result is not None:
                     await result
             except Exception:
-                log.exception("desk callback: publishing a %s event failed", note.event_type)
+                self.counts["failed"] += 1
+                name = str(body.get("Event"))[:80]
+                log.exception("desk callback: publishing a %r event failed", name)
             await self._answers_first()
 
     async def _answers_first(self) -> None:

@@ -22,7 +22,7 @@ from bridge.core.membership import Change
 from bridge.core.waits import until
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk import handover
-from bridge.features.desk.callbacks import CallbackReceiver, Notification
+from bridge.features.desk.callbacks import STAGE, CallbackReceiver, Notification
 from bridge.features.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.features.desk.streams import SessionStream
@@ -67,6 +67,8 @@ class DeskFeature:
         self._tg: asyncio.TaskGroup | None = None
         self._watching: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
+        # per session, the last state-moving (EventTime, stage) applied
+        self._event_times: dict[str, tuple[int, int]] = {}
         self._watcher = DeskWatcher(
             poll=self._poll, default_interval=self._cfg.poll_interval, rate=self._cfg.rate_limit
         )
@@ -133,17 +135,41 @@ class DeskFeature:
         return {self._cfg.callback_path: self._callbacks.endpoint}
 
     def _notified(self, note: Notification) -> None:
-        """Publish one accepted notification, then move the state it implies."""
+        """Publish one accepted notification, then move the state it implies, or ask for the
+        state when the event leaves it open (docs/desk.md "State from events")."""
         sid = note.session_id
         self._emitter.emit("desk", sid, note.event_type, note.data)
+        if not (note.state or note.confirm) or not self._in_order(note):
+            return
         if note.state == "ended":
             self._ended(sid)
         elif note.state is not None:
-            agent = note.agent_id if note.state == "agent" else None
-            state = DeskSessionState(
-                session_id=sid, state=note.state, raw_state=None, agent_id=agent
+            self._publish_state(
+                DeskSessionState(session_id=sid, state=note.state, raw_state=None, agent_id=None)
             )
-            self._publish_state(state)
+        elif self._tg is not None:
+            self._tg.create_task(self._confirm(sid), name=f"desk-confirm:{sid}")
+
+    def _in_order(self, note: Notification) -> bool:
+        """Whether a state-moving notification is not older than the last one applied: a late
+        delivery (a retry, a delay) is published as an event but moves no state; nor does
+        anything once the session has ended. Of one millisecond, events are taken in the order
+        a session goes through them (`STAGE`)."""
+        sid = note.session_id
+        if self._states.get(sid, ("",))[0] == "ended":
+            return False
+        if note.event_time is None:
+            return True
+        key = (note.event_time, STAGE.get(note.event_type, 0))
+        last = self._event_times.get(sid)
+        if last is not None and key < last:
+            return False
+        self._event_times[sid] = key
+        return True
+
+    async def _confirm(self, sid: str) -> None:
+        with contextlib.suppress(BridgeError):  # a failed query is judged and logged as any
+            self._publish_state(await self._fetch(sid))
 
     def _ok(self) -> None:
         self._condition.ok()
@@ -261,6 +287,7 @@ class DeskFeature:
         stops."""
         if self._watcher.unwatch(sid):
             self._watch_changed(sid, False)
+        self._event_times.pop(sid, None)  # nothing moves an ended session (`_in_order`)
         if self._states.get(sid, ("",))[0] == "ended":
             return
         before = self._states.get(sid)

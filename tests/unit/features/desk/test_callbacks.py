@@ -62,24 +62,36 @@ def test_a_user_message_carries_its_text_time_and_raw() -> None:
 
 
 @pytest.mark.parametrize(
-    ("event", "kind", "state"),
+    ("event", "kind", "state", "confirm"),
     [
-        ("SessionBegin", "session_begin", "chatbot"),
-        ("ChatBot.RobotSendMsg", "bot_message", None),
-        ("Staff.StaffSendMsg", "agent_message", None),
-        ("Transfer.Start", "transfer_started", "queuing"),
-        ("transfer.success", "transfer_succeeded", "agent"),
-        ("Transfer.Fail", "transfer_failed", "chatbot"),
-        ("Staff.Change", "agent_changed", "agent"),
-        ("SessionEnd", "session_closed", "ended"),
-        ("User.Timeout", "user_timeout", None),
-        ("Something.New", "callback", None),
+        ("SessionBegin", "session_begin", None, True),  # a session may begin in the queue
+        ("ChatBot.RobotSendMsg", "bot_message", None, False),
+        ("Staff.StaffSendMsg", "agent_message", None, False),
+        ("Transfer.Start", "transfer_started", "queuing", False),
+        ("transfer.success", "transfer_succeeded", None, True),  # Agent or WaitingForAgent...
+        ("Transfer.Fail", "transfer_failed", "chatbot", False),
+        ("Staff.Change", "agent_changed", None, True),
+        ("SessionEnd", "session_closed", "ended", False),
+        ("User.Timeout", "user_timeout", None, False),
+        ("Something.New", "callback", None, False),
     ],
 )
-def test_event_names_and_implied_states(event: str, kind: str, state: str | None) -> None:
-    note = notification({"SessionId": "s", "Event": event, "AgentId": "a"})
-    assert note is not None and (note.event_type, note.state) == (kind, state)
-    assert note.data["event"] == event
+def test_event_names_and_implied_states(
+    event: str, kind: str, state: str | None, confirm: bool
+) -> None:
+    note = notification({"SessionId": "s", "Event": event, "AgentId": "a", "EventTime": 5})
+    assert note is not None and (note.event_type, note.state, note.confirm) == (
+        kind,
+        state,
+        confirm,
+    )
+    assert note.data["event"] == event and note.event_time == 5
+
+
+def test_a_time_no_date_holds_is_no_time() -> None:
+    for stamp in (10**17, -1, True):
+        note = notification({"SessionId": "s", "Event": "User.Timeout", "EventTime": stamp})
+        assert note is not None and note.data["time"] is None and note.event_time is None
 
 
 def test_a_body_without_session_is_not_a_notification() -> None:
@@ -103,7 +115,10 @@ async def test_checks_in_order_and_nothing_queued_on_refusal() -> None:
     assert rec.accept(QUERY, None)[0] == 413
     assert rec.accept(QUERY, b"[1]")[0] == 400
     assert rec.accept(QUERY, b"{nope")[0] == 400
-    assert rec.depth == 0 and rec.counts["refused"] == 5
+    deep = b'{"SessionId": "s1", "x": ' + b"[" * 900 + b"]" * 900 + b"}"
+    assert rec.accept(QUERY, deep)[0] == 400  # refused whole, not a recursion error later
+    assert rec.accept(QUERY, b"[" * 30_000)[0] == 400
+    assert rec.depth == 0 and rec.counts["refused"] == 7
 
 
 async def test_one_publication_per_request_id() -> None:
@@ -208,3 +223,21 @@ async def test_publications_give_way_to_new_posts_for_a_bounded_time() -> None:
     await asyncio.sleep(0.05)
     task.cancel()
     assert len(got) == 1 + 10 + ANSWERS_FIRST + 5
+
+
+async def test_a_notification_that_fails_to_publish_is_counted_and_the_rest_go_on() -> None:
+    got: list[Notification] = []
+
+    def on_event(note: Notification) -> None:
+        if note.session_id == "bad":
+            raise RuntimeError("a broken publisher")
+        got.append(note)
+
+    rec = CallbackReceiver(sdkappid=1400000001, on_event=on_event)
+    task = asyncio.create_task(rec.run())
+    rec.accept(QUERY, json.dumps({"SessionId": "bad", "Event": "X"}).encode())
+    rec.accept({**QUERY, "RequestID": "r2"}, _body())
+    await asyncio.sleep(0.05)
+    assert not task.done() and [n.session_id for n in got] == ["s1"]
+    assert rec.counts["failed"] == 1
+    task.cancel()
