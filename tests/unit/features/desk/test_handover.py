@@ -90,3 +90,9 @@ def test_history_entries_are_typed() -> None:
     assert chat_message({"FromAccountRole": 9}).role == "unknown"
     assert chat_message({"FromAccountRole": 3, "MsgBody": "x"}).text == ""
     assert iso_ms(None) is None and message_text([{"MsgType": "TIMFaceElem"}]) == ""
+
+
+def test_a_message_time_no_date_holds_is_no_time_and_the_page_stands() -> None:
+    assert iso_ms(10**17) is None and iso_ms(-5) is None
+    msg = chat_message({"FromAccountRole": 1, "Timestamp": 10**17, "MsgBody": []})
+    assert msg.time is None and msg.timestamp_ms == 10**17 and msg.role == "user"
