@@ -81,7 +81,6 @@ class Notification:
     event_type: str
     data: dict[str, Any]
     state: DeskState | None
-    agent_id: str | None
     event_time: int | None = None  # Tencent's EventTime, ms
     confirm: bool = False  # the state after it is to be asked for
 
@@ -119,13 +118,11 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
     stamp = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
     data["time"] = iso_ms(stamp)
     data["raw"] = dict(body)
-    agent = body.get("AgentId")
     return Notification(
         session_id=sid,
         event_type=event_type,
         data=data,
         state=IMPLIED_STATE.get(event_type),
-        agent_id=agent if isinstance(agent, str) and agent else None,
         event_time=stamp if data["time"] is not None else None,  # only a time a date holds
         confirm=event_type in CONFIRM_STATE,
     )
