@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,7 +34,7 @@ COMMAND = "Desk.SessionEventNotify"
 MAX_BODY = 64 * 1024
 ANSWERS_FIRST = 50  # loop passes a publication gives way to new POSTs, at most
 OK = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
-_OK_BYTES = json.dumps(OK, separators=(",", ":")).encode()
+_OK_BYTES = jsontext.dumps(OK, separators=(",", ":")).encode()
 # B.6 confirms SessionBegin, ChatBot.UserSendMsg and ChatBot.RobotSendMsg; the other names are
 # the emulator's (the rest of Tencent's list was not retrieved; docs/desk.md). Matched without
 # case; anything else is published as `callback` with its name in data.event.
@@ -157,7 +156,7 @@ class CallbackReceiver:
         self,
         *,
         sdkappid: int,
-        on_event: Callable[[Notification], Awaitable[None] | None],
+        on_event: Callable[[Notification], None],
         queue_size: int = 10_000,
     ) -> None:
         self._sdkappid = str(sdkappid)
@@ -219,9 +218,7 @@ class CallbackReceiver:
             try:
                 note = notification(body)
                 assert note is not None  # accept() let only bodies with a valid SessionId in
-                result = self._on_event(note)
-                if result is not None:
-                    await result
+                self._on_event(note)
             except Exception:
                 self.counts["failed"] += 1
                 name = str(body.get("Event"))[:80]
@@ -278,7 +275,7 @@ async def _read(scope: Scope, receive: Receive) -> bytes | None:
 
 
 async def _answer(send: Send, status: int, answer: dict[str, Any], *, allow: bool = False) -> None:
-    body = _OK_BYTES if answer is OK else json.dumps(answer, separators=(",", ":")).encode()
+    body = _OK_BYTES if answer is OK else jsontext.dumps(answer, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if allow:
         headers.append((b"allow", b"POST"))

@@ -156,7 +156,7 @@ class DeskFeature:
         anything once the session has ended. Of one millisecond, events are taken in the order
         a session goes through them (`STAGE`)."""
         sid = note.session_id
-        if self._states.get(sid, ("",))[0] == "ended":
+        if self._has_ended(sid):
             return False
         if note.event_time is None:
             return True
@@ -166,6 +166,9 @@ class DeskFeature:
             return False
         self._event_times[sid] = key
         return True
+
+    def _has_ended(self, sid: str) -> bool:
+        return self._states.get(sid, ("",))[0] == "ended"
 
     async def _confirm(self, sid: str) -> None:
         with contextlib.suppress(BridgeError):  # a failed query is judged and logged as any
@@ -288,7 +291,7 @@ class DeskFeature:
         if self._watcher.unwatch(sid):
             self._watch_changed(sid, False)
         self._event_times.pop(sid, None)  # nothing moves an ended session (`_in_order`)
-        if self._states.get(sid, ("",))[0] == "ended":
+        if self._has_ended(sid):
             return
         before = self._states.get(sid)
         self._states[sid] = ("ended", None, None)
