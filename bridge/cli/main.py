@@ -14,10 +14,8 @@ import click
 
 from bridge import __version__
 from bridge.cli.common import config_option, load_or_exit
-from bridge.cli.demo.cli import demo_command
-from bridge.cli.tools import request_command, topics_command
+from bridge.cli.lazy import LazyGroup
 from bridge.config import Settings, config_warnings
-from bridge.emulator.cli import emulator_command
 from bridge.ops import logs
 from bridge.ops.gctune import tune_gc
 from bridge.ops.listen import ListenError
@@ -26,7 +24,16 @@ log = logging.getLogger("bridge")
 EXIT_CANNOT_START = 1  # the config is valid (else 2) but this host cannot run it now
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "demo": "bridge.cli.demo.cli:demo_command",
+        "emulator": "bridge.emulator.cli:emulator_command",
+        "request": "bridge.cli.tools:request_command",
+        "topics": "bridge.cli.tools:topics_command",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="tencent2mqtt")
 def main() -> None:
     """tencent2mqtt: drive Tencent Cloud Digital Human and Contact Center sessions over MQTT."""
@@ -65,12 +72,6 @@ async def _serve(settings: Settings) -> None:
     )
     await app.run(stop)
     log.info("stopped")
-
-
-main.add_command(emulator_command)
-main.add_command(topics_command)
-main.add_command(request_command)
-main.add_command(demo_command)
 
 
 @main.command("check-config")
