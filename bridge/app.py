@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from bridge.mqtt.link import MqttLink
 from bridge.ops.listen import bind_listen
 from bridge.ops.metrics import Metrics
 from bridge.ops.readout import Readout
+from bridge.tencent import fastpost
 from bridge.tencent.session import http_client, retry_policy
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ class App:
         cluster.membership.listeners.append(lambda _: self.bridge.publish_info(self.services))
 
     def _deps(self) -> Deps:
+        fast = fastpost.enabled(self.settings.bridge.http_fast_path)  # checked (and logged) once
         return Deps(
             settings=self.settings,
             topics=self.topics,
@@ -141,7 +144,7 @@ class App:
             link_connected=self.link.connected,
             ownership=self.ownership,
             retry=retry_policy(self.settings.retry),
-            http_client=http_client,
+            http_client=functools.partial(http_client, fast_path=fast),
             membership=self.cluster.membership if self.cluster else None,
         )
 

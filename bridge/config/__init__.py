@@ -325,6 +325,9 @@ class BridgeConfig(Section):
     dedup_window: SecondsOrZero = 60.0
     shutdown_timeout: Seconds = 10.0
     max_inflight: PositiveInt = 1000
+    # Tencent POSTs on aiohttp's pool and parser without its per-request objects
+    # (bridge/tencent/fastpost.py), for verified aiohttp releases; off: aiohttp's own code.
+    http_fast_path: bool = True
 
 
 class ClusterConfig(Section):

@@ -21,6 +21,7 @@ from yarl import URL
 
 from bridge import __version__
 from bridge.config import RetryConfig
+from bridge.tencent.fastpost import FastPoster
 from bridge.tencent.retry import RetryPolicy
 
 USER_AGENT = f"tencent2mqtt/{__version__}"
@@ -50,6 +51,7 @@ class HttpSession:
         *,
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        fast_path: bool = False,
     ) -> None:
         # Connect (a free slot included) and each read are bounded, as the `request_timeout`
         # setting says; the whole exchange is not, so a slow but live answer still arrives.
@@ -57,6 +59,8 @@ class HttpSession:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._proxies: dict[str, Proxy | None] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._fast_path = fast_path  # bridge/tencent/fastpost.py; the caller checked the release
+        self._fast: FastPoster | None = None
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -69,6 +73,10 @@ class HttpSession:
             headers={"User-Agent": USER_AGENT},
             cookie_jar=aiohttp.DummyCookieJar(),  # the APIs set none; a jar costs per call
         )
+        if self._fast_path:
+            self._fast = FastPoster(
+                self._session, timeout=self._timeout, ssl_context=self._ssl, user_agent=USER_AGENT
+            )
         return self._session
 
     async def post(
@@ -80,6 +88,9 @@ class HttpSession:
         if session.closed:
             raise SessionClosed("the HTTP session is closed")
         proxy, proxy_auth = self._proxy(url) or (None, None)
+        fast = self._fast
+        if fast is not None and proxy is None and fast.accepts(url, query, content, headers):
+            return await fast.post(url, query, content, headers)
         # encoded=True: the signature was computed over this exact escaping (docs/protocol.md A.2)
         target = URL(f"{url}?{query}" if query else url, encoded=True)
         async with session.post(
@@ -130,6 +141,7 @@ def environment_proxy(scheme: str, host: str) -> Proxy | None:
     return proxy.with_user(None), auth
 
 
-def http_client(timeout: float) -> HttpSession:
-    """The HTTP session for one Tencent API, with the service's timeout."""
-    return HttpSession(timeout=timeout)
+def http_client(timeout: float, *, fast_path: bool = False) -> HttpSession:
+    """The HTTP session for one Tencent API, with the service's timeout; `fast_path` as
+    `bridge.tencent.fastpost.enabled` decided at start."""
+    return HttpSession(timeout=timeout, fast_path=fast_path)

@@ -38,8 +38,12 @@ class Cloud:
 
 
 @pytest.fixture
-async def cloud() -> AsyncIterator[Cloud]:
-    async with emulator() as emu, Admin(emu) as admin, HttpSession(timeout=2) as http:
+async def cloud(fast_path: bool) -> AsyncIterator[Cloud]:
+    async with (
+        emulator() as emu,
+        Admin(emu) as admin,
+        HttpSession(fast_path=fast_path, timeout=2) as http,
+    ):
         cfg = emu.config
         ivh = IvhClient(
             http,
@@ -113,8 +117,8 @@ async def test_ivh_5xx_burst_beyond_attempts_is_upstream_unavailable(cloud: Clou
     assert await cloud.calls("listsessionofuin") == FAST.attempts
 
 
-async def test_ivh_wrong_token_is_auth_failed(cloud: Cloud) -> None:
-    async with HttpSession(timeout=2) as http:
+async def test_ivh_wrong_token_is_auth_failed(fast_path: bool, cloud: Cloud) -> None:
+    async with HttpSession(fast_path=fast_path, timeout=2) as http:
         wrong = IvhClient(
             http, base_url=cloud.emu.base_url, appkey=cloud.emu.config.appkey,
             access_token="not-the-token", retry=FAST,
@@ -167,11 +171,13 @@ async def test_desk_expired_usersig_is_regenerated_once(cloud: Cloud, code: int)
     assert entries[0]["query"].get("random") != entries[1]["query"].get("random")
 
 
-async def test_desk_stream_chunk_is_not_resent_after_a_timeout(cloud: Cloud) -> None:
+async def test_desk_stream_chunk_is_not_resent_after_a_timeout(
+    fast_path: bool, cloud: Cloud
+) -> None:
     sid = await cloud.admin.desk_session()
     await cloud.admin.fault("send_stream_msg", 1, latency_ms=600)  # applied, answered too late
     cfg = cloud.emu.config
-    async with HttpSession(timeout=0.2) as http:
+    async with HttpSession(fast_path=fast_path, timeout=0.2) as http:
         impatient = DeskClient(
             http, base_url=cloud.emu.base_url, sdkappid=cfg.sdkappid,
             identifier=cfg.identifier, secret_key=cfg.secret_key, retry=FAST,

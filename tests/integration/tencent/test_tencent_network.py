@@ -110,10 +110,10 @@ async def _fails(call: Callable[[], Awaitable[object]]) -> UpstreamError:
     return info.value
 
 
-async def test_https_to_a_certificate_from_a_trusted_ca(ca: trustme.CA) -> None:
+async def test_https_to_a_certificate_from_a_trusted_ca(fast_path: bool, ca: trustme.CA) -> None:
     async with (
         serving(ca) as (server, base),
-        HttpSession(timeout=2, ssl_context=_trusting(ca)) as http,
+        HttpSession(fast_path=fast_path, timeout=2, ssl_context=_trusting(ca)) as http,
     ):
         client = _desk(http, base)
         for _ in range(3):
@@ -124,10 +124,11 @@ async def test_https_to_a_certificate_from_a_trusted_ca(ca: trustme.CA) -> None:
 
 
 async def test_an_untrusted_certificate_is_a_clear_error_and_nothing_is_sent(
+    fast_path: bool,
     ca: trustme.CA,
 ) -> None:
     records = Records()
-    async with serving(ca) as (server, base), HttpSession(timeout=2) as http:
+    async with serving(ca) as (server, base), HttpSession(fast_path=fast_path, timeout=2) as http:
         error = await _fails(lambda: _desk(http, base, records).end_session("s"))
     assert (error.code, error.retryable) == ("upstream_unavailable", False)
     assert error.message == "Desk end_session failed: TLS certificate not trusted"
@@ -137,7 +138,7 @@ async def test_an_untrusted_certificate_is_a_clear_error_and_nothing_is_sent(
 
 
 async def test_a_bridge_process_trusts_the_ca_named_by_ssl_cert_file(
-    ca: trustme.CA, tmp_path: Path
+    fast_path: bool, ca: trustme.CA, tmp_path: Path
 ) -> None:
     """The documented way to trust a private CA: `SSL_CERT_FILE` for the process."""
     pem = tmp_path / "ca.pem"
@@ -147,7 +148,7 @@ async def test_a_bridge_process_trusts_the_ca_named_by_ssl_cert_file(
         "from bridge.tencent.desk import DeskClient\n"
         "from bridge.tencent.session import http_client\n"
         "async def main():\n"
-        "    async with http_client(5.0) as http:\n"
+        f"    async with http_client(5.0, fast_path={fast_path}) as http:\n"
         "        client = DeskClient(http, base_url=sys.argv[1], sdkappid=1,\n"
         "                            identifier='a', secret_key='k')\n"
         "        print((await client.get_session_state(session_id='s')).raw_state)\n"
@@ -168,11 +169,11 @@ async def test_a_bridge_process_trusts_the_ca_named_by_ssl_cert_file(
 
 
 async def test_https_goes_through_the_environment_proxy_as_a_tunnel(
-    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+    fast_path: bool, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with serving(ca) as (server, base), running_proxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-        async with HttpSession(timeout=2, ssl_context=_trusting(ca)) as http:
+        async with HttpSession(fast_path=fast_path, timeout=2, ssl_context=_trusting(ca)) as http:
             state = await _desk(http, base).get_session_state(session_id="s")
     assert state.raw_state == "Queuing"
     assert proxy.seen == [f"CONNECT {base.removeprefix('https://')}"]
@@ -180,34 +181,37 @@ async def test_https_goes_through_the_environment_proxy_as_a_tunnel(
 
 
 async def test_http_goes_through_the_environment_proxy_as_a_forward(
+    fast_path: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with serving() as (server, base), running_proxy() as proxy:
         monkeypatch.setenv("http_proxy", proxy.url)
-        async with HttpSession(timeout=2) as http:
+        async with HttpSession(fast_path=fast_path, timeout=2) as http:
             await _desk(http, base).get_session_state(session_id="s")
     [seen] = proxy.seen
     assert seen.startswith(f"POST {base}/v4/desk_http_svc/get_session_state?sdkappid=1&")
     assert server.requests[0].startswith(b"POST /v4/desk_http_svc/get_session_state?")
 
 
-async def test_no_proxy_names_the_hosts_reached_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_proxy_names_the_hosts_reached_directly(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with serving() as (server, base), running_proxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-        async with HttpSession(timeout=2) as http:
+        async with HttpSession(fast_path=fast_path, timeout=2) as http:
             await _desk(http, base).get_session_state(session_id="s")
     assert proxy.seen == []
     assert len(server.requests) == 1
 
 
 async def test_a_refused_tunnel_is_never_sent_so_even_a_stream_chunk_is_retried(
-    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+    fast_path: bool, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = Records()
     async with serving(ca) as (server, base), running_proxy(refuse=True) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-        async with HttpSession(timeout=2, ssl_context=_trusting(ca)) as http:
+        async with HttpSession(fast_path=fast_path, timeout=2, ssl_context=_trusting(ca)) as http:
             client = _desk(http, base, records)
             error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
     assert error.code == "upstream_unavailable"
@@ -216,12 +220,14 @@ async def test_a_refused_tunnel_is_never_sent_so_even_a_stream_chunk_is_retried(
     assert server.requests == []
 
 
-async def test_an_unreachable_proxy_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_unreachable_proxy_is_never_sent(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     records = Records()
     async with running_proxy() as proxy:
         dead = proxy.url
     monkeypatch.setenv("HTTP_PROXY", dead)
-    async with serving() as (server, base), HttpSession(timeout=2) as http:
+    async with serving() as (server, base), HttpSession(fast_path=fast_path, timeout=2) as http:
         client = _desk(http, base, records)
         error = await _fails(lambda: client.send_stream_msg(session_id="s", chunk="c"))
     assert (error.code, error.retryable) == ("upstream_unavailable", True)

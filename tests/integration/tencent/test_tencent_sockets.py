@@ -25,9 +25,9 @@ MakeHttp = Callable[[], HttpSession]
 
 
 @pytest.fixture
-def make_http() -> MakeHttp:
+def make_http(fast_path: bool) -> MakeHttp:
     """The bridge's session, as the composition root builds it, with a short timeout."""
-    return lambda: HttpSession(timeout=TIMEOUT)
+    return lambda: HttpSession(fast_path=fast_path, timeout=TIMEOUT)
 
 
 class Records(list[CallRecord]):
@@ -275,6 +275,7 @@ _IVH_PAYLOAD = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "aiohttp"])  # not a fixture
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     code=st.sampled_from([0, "0"]) | _CODE,
@@ -295,7 +296,7 @@ _IVH_PAYLOAD = st.fixed_dictionaries(
     ),
 )
 def test_any_reply_is_an_answer_or_an_upstream_error(
-    code: object, payload: object, desk: dict[str, object]
+    fast_path: bool, code: object, payload: object, desk: dict[str, object]
 ) -> None:
     """Whatever JSON the gateway answers, each client call returns or raises UpstreamError:
     nothing else escapes into the bridge (the poll loop, an action, a channel)."""
@@ -324,12 +325,12 @@ def test_any_reply_is_an_answer_or_an_upstream_error(
         reply = {"Header": {"Code": code}, "Payload": payload}
         async with (
             serving(reply) as (_, base),
-            HttpSession(timeout=TIMEOUT) as http,
+            HttpSession(fast_path=fast_path, timeout=TIMEOUT) as http,
         ):
             await ivh_calls(_ivh(http, base, Records()))
         async with (
             serving(desk) as (_, base),
-            HttpSession(timeout=TIMEOUT) as http,
+            HttpSession(fast_path=fast_path, timeout=TIMEOUT) as http,
         ):
             await desk_calls(_desk(http, base, Records()))
 
