@@ -85,14 +85,17 @@ async def _until(check: Callable[[], bool]) -> None:
 
 
 async def test_the_request_is_the_bytes_aiohttp_sends() -> None:
-    async with recording(lambda _: ok()) as (server, url):
-        async with HttpSession(timeout=2) as library, fast_poster() as fast:
-            for query in ("Sign=a%2Fb%3D&Timestamp=1", ""):
-                assert await library.post(url, query, b'{"a":"\xc3\xa9"}', JSON) == (
-                    200,
-                    b'{"ok":1}',
-                )
-                assert await fast.post(url, query, b'{"a":"\xc3\xa9"}', JSON) == (200, b'{"ok":1}')
+    async with (
+        recording(lambda _: ok()) as (server, url),
+        HttpSession(timeout=2) as library,
+        fast_poster() as fast,
+    ):
+        for query in ("Sign=a%2Fb%3D&Timestamp=1", ""):
+            assert await library.post(url, query, b'{"a":"\xc3\xa9"}', JSON) == (
+                200,
+                b'{"ok":1}',
+            )
+            assert await fast.post(url, query, b'{"a":"\xc3\xa9"}', JSON) == (200, b'{"ok":1}')
     sent = [request for _, request in server.requests]
     assert sent[0] == sent[1] and sent[2] == sent[3]
     assert sent[0].startswith(
@@ -109,19 +112,23 @@ async def test_one_connection_carries_every_call_while_it_stays_open() -> None:
 
 
 async def test_a_response_that_closes_the_connection_is_not_reused() -> None:
-    async with recording(lambda _: ok(extra="Connection: close\r\n")) as (server, url):
-        async with fast_poster() as fast:
-            for _ in range(3):
-                assert await fast.post(url, "q=1", b"{}", JSON) == (200, b'{"ok":1}')
+    async with (
+        recording(lambda _: ok(extra="Connection: close\r\n")) as (server, url),
+        fast_poster() as fast,
+    ):
+        for _ in range(3):
+            assert await fast.post(url, "q=1", b"{}", JSON) == (200, b'{"ok":1}')
     assert [conn for conn, _ in server.requests] == [1, 2, 3]
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
-    async with recording(lambda _: ok(extra="Connection: close\r\n")) as (server, url):
-        async with fast_poster() as fast:
-            await fast.post(url, "q=1", b"{}", JSON)
-            await _until(lambda: server.closed == 1)
-            assert await fast.post(url, "q=2", b"{}", JSON) == (200, b'{"ok":1}')
+    async with (
+        recording(lambda _: ok(extra="Connection: close\r\n")) as (server, url),
+        fast_poster() as fast,
+    ):
+        await fast.post(url, "q=1", b"{}", JSON)
+        await _until(lambda: server.closed == 1)
+        assert await fast.post(url, "q=2", b"{}", JSON) == (200, b'{"ok":1}')
     assert server.connections == 2
 
 
@@ -133,10 +140,13 @@ async def test_chunked_and_gzip_bodies_are_decoded_as_aiohttp_decodes_them() -> 
         + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
         % (half, packed[:half], len(packed) - half, packed[half:])
     )
-    async with recording(lambda _: chunked) as (_, url):
-        async with HttpSession(timeout=2) as library, fast_poster() as fast:
-            expected = await library.post(url, "q=1", b"{}", JSON)
-            assert await fast.post(url, "q=1", b"{}", JSON) == expected
+    async with (
+        recording(lambda _: chunked) as (_, url),
+        HttpSession(timeout=2) as library,
+        fast_poster() as fast,
+    ):
+        expected = await library.post(url, "q=1", b"{}", JSON)
+        assert await fast.post(url, "q=1", b"{}", JSON) == expected
     assert expected == (200, gzip.decompress(packed))
 
 
@@ -163,23 +173,28 @@ async def test_a_response_that_is_not_http_fails_as_in_aiohttp(answer: bytes) ->
             await post()
         return caught.type
 
-    async with recording(lambda _: answer) as (_, url):
-        async with HttpSession(timeout=2) as library, fast_poster() as fast:
-            expected = await outcome(lambda: library.post(url, "q=1", b"{}", JSON))
-            assert await outcome(lambda: fast.post(url, "q=1", b"{}", JSON)) is expected
+    async with (
+        recording(lambda _: answer) as (_, url),
+        HttpSession(timeout=2) as library,
+        fast_poster() as fast,
+    ):
+        expected = await outcome(lambda: library.post(url, "q=1", b"{}", JSON))
+        assert await outcome(lambda: fast.post(url, "q=1", b"{}", JSON)) is expected
     assert issubclass(expected, aiohttp.ClientResponseError)
 
 
 async def test_a_call_cut_off_midway_closes_its_connection() -> None:
-    async with recording(lambda n: None if n == 1 else ok()) as (server, url):
-        async with fast_poster() as fast:
-            call = asyncio.create_task(fast.post(url, "q=1", b"{}", JSON))
-            await _until(lambda: len(server.requests) == 1)
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            await _until(lambda: server.closed == 1)  # the held connection is gone, not pooled
-            assert await fast.post(url, "q=2", b"{}", JSON) == (200, b'{"ok":1}')
+    async with (
+        recording(lambda n: None if n == 1 else ok()) as (server, url),
+        fast_poster() as fast,
+    ):
+        call = asyncio.create_task(fast.post(url, "q=1", b"{}", JSON))
+        await _until(lambda: len(server.requests) == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await _until(lambda: server.closed == 1)  # the held connection is gone, not pooled
+        assert await fast.post(url, "q=2", b"{}", JSON) == (200, b'{"ok":1}')
     assert [conn for conn, _ in server.requests] == [1, 2]
 
 
