@@ -15,7 +15,7 @@ from tests.support import figures
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator
 from tests.support.cluster import (
-    KEEPALIVE,
+    FROZEN_WILL_WITHIN,
     Cluster,
     active,
     all_active,
@@ -162,7 +162,7 @@ async def test_sigstop_then_sigcont_of_an_owner(broker: Broker, base: str, tmp_p
             opened = {s: socket_stats(emu)[s].get("opened", 0) for s in theirs}
             cluster.signal(frozen, signal.SIGSTOP)
             await probe.wait_json(
-                "bridge/state", lambda s: s.get("instance") == frozen, 1.5 * KEEPALIVE + 5
+                "bridge/state", lambda s: s.get("instance") == frozen, FROZEN_WILL_WITHIN
             )
             await until(lambda: frozen not in active(probe), 5, "the frozen one removed")
             await asyncio.sleep(1.0)  # survivors try; the frozen one still holds the sockets

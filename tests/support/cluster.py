@@ -17,6 +17,10 @@ from tests.support.broker import Broker
 from tests.support.mqtt_probe import Probe
 
 KEEPALIVE = 2  # seconds: a frozen instance is given up after ~3 s
+# ...by the MQTT rule (1.5 keepalives); mosquitto 2.0 looks at keepalives only every 6 s
+# (keepalive.c: `last_keepalive_check + 5 < now`), so a frozen client goes 3 to 9 s after its
+# last packet: what a test waits for its will.
+FROZEN_WILL_WITHIN = 1.5 * KEEPALIVE + 6 + 2
 
 
 def cluster_env(

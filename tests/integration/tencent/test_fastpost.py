@@ -33,6 +33,7 @@ class Recorder:
     connection it came on, and answers with `reply`."""
 
     reply: Reply
+    hang_up: bool = False  # close each connection after its answer, without saying so
     requests: list[tuple[int, bytes]] = field(default_factory=list)
     connections: int = 0
     closed: int = 0
@@ -51,7 +52,7 @@ class Recorder:
                     return
                 writer.write(answer)
                 await writer.drain()
-                if b"Connection: close" in answer:
+                if self.hang_up or b"Connection: close" in answer:
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -122,14 +123,15 @@ async def test_a_response_that_closes_the_connection_is_not_reused() -> None:
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
-    async with (
-        recording(lambda _: ok(extra="Connection: close\r\n")) as (server, url),
-        fast_poster() as fast,
-    ):
+    server = Recorder(lambda _: ok(), hang_up=True)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1/api"
+    async with listener, fast_poster() as fast:
         await fast.post(url, "q=1", b"{}", JSON)
         await _until(lambda: server.closed == 1)
+        await asyncio.sleep(0.1)  # the client's loop reads the FIN; the pool then drops the link
         assert await fast.post(url, "q=2", b"{}", JSON) == (200, b'{"ok":1}')
-    assert server.connections == 2
+    assert [conn for conn, _ in server.requests] == [1, 2]
 
 
 async def test_chunked_and_gzip_bodies_are_decoded_as_aiohttp_decodes_them() -> None:
