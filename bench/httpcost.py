@@ -1,5 +1,6 @@
 """The cost of one HTTP call to the emulator: the bridge's own clients (`IvhClient` and
-`DeskClient` on `bridge.tencent.session.http_client`, as the bridge builds them), httpx (the
+`DeskClient` on `bridge.tencent.session.http_client`, as the bridge builds them, with the HTTP
+fast path and without it, taking turns), httpx (the
 bench's direct baseline), aiohttp with `trust_env=True`, and a bare HTTP/1.1 keep-alive request
 written on asyncio streams (a floor for any client in Python).
 
@@ -10,6 +11,7 @@ read from /proc. Evidence for where rows 1 and 2 spend their time (docs/performa
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -22,6 +24,7 @@ import aiohttp
 
 from bench.procs import EmulatorProc, ProcSample
 from bench.upstream import IVH_PATH, Admin, Direct, http_client
+from bridge.tencent import fastpost
 from bridge.tencent.desk import DeskClient
 from bridge.tencent.ivh import IvhClient
 from bridge.tencent.session import http_client as bridge_http
@@ -65,30 +68,59 @@ async def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
 
 async def _bridge_costs(
     emulator: EmulatorProc, sid: str, desk_sid: str, calls: int
-) -> dict[str, dict[str, float]]:
-    """The bridge's clients on the session the bridge builds (whatever it is built on)."""
+) -> dict[str, dict[str, Any]]:
+    """The bridge's clients on the session the bridge builds, with the HTTP fast path
+    (bridge/tencent/fastpost.py) and without it (aiohttp's own request path), taking turns in
+    blocks so that the host's load falls on both alike."""
     info = emulator.info
-    ivh_http, desk_http = bridge_http(30.0), bridge_http(30.0)
-    ivh = IvhClient(
-        ivh_http, base_url=emulator.base_url, appkey=info["appkey"],
-        access_token=info["access_token"],
-    )  # fmt: skip
-    desk = DeskClient(
-        desk_http, base_url=emulator.base_url, sdkappid=int(info["sdkappid"]),
-        identifier=str(info["identifier"]), secret_key=str(info["secret_key"]),
-    )  # fmt: skip
+    paths = {"fast_path": fastpost.enabled(True), "aiohttp": False}
+    sessions = {name: (bridge_http(30.0, fast_path=on), bridge_http(30.0, fast_path=on))
+                for name, on in paths.items()}  # fmt: skip
+    ivh_calls: dict[str, Call] = {}
+    desk_calls: dict[str, Call] = {}
+    for name, (ivh_http, desk_http) in sessions.items():
+        ivh = IvhClient(
+            ivh_http, base_url=emulator.base_url, appkey=info["appkey"],
+            access_token=info["access_token"],
+        )  # fmt: skip
+        desk = DeskClient(
+            desk_http, base_url=emulator.base_url, sdkappid=int(info["sdkappid"]),
+            identifier=str(info["identifier"]), secret_key=str(info["secret_key"]),
+        )  # fmt: skip
+        ivh_calls[name] = functools.partial(ivh.stat_session, sid)
+        desk_calls[name] = functools.partial(desk.get_session_state, session_id=desk_sid)
     try:
         return {
-            "bridge_ivh_statsession": await _cost(
-                lambda: ivh.stat_session(sid), calls, emulator.pid
-            ),
-            "bridge_desk_get_session_state": await _cost(
-                lambda: desk.get_session_state(session_id=desk_sid), calls, emulator.pid
-            ),
+            "bridge_ivh_statsession": await _taking_turns(ivh_calls, calls, emulator.pid),
+            "bridge_desk_get_session_state": await _taking_turns(desk_calls, calls, emulator.pid),
         }
     finally:
-        await ivh_http.aclose()
-        await desk_http.aclose()
+        for pair in sessions.values():
+            for http in pair:
+                await http.aclose()
+
+
+async def _taking_turns(calls: dict[str, Call], count: int, emulator_pid: int) -> dict[str, Any]:
+    """`_cost` of each call, in blocks of 100 taking turns; then fast_path / aiohttp."""
+    spent = {name: [0.0, 0.0, 0.0] for name in calls}
+    for call in calls.values():
+        for _ in range(20):
+            await call()
+    for _ in range(max(count // 100, 1)):
+        for name, call in calls.items():
+            cost = await _measure(call, 100, emulator_pid)
+            for i, key in enumerate(_COST_KEYS):
+                spent[name][i] += cost[key]
+    rounds = max(count // 100, 1)
+    result: dict[str, Any] = {
+        name: {key: round(total[i] / rounds, 3) for i, key in enumerate(_COST_KEYS)}
+        for name, total in spent.items()
+    }
+    fast, plain = result["fast_path"], result["aiohttp"]
+    result["fast_path_over_aiohttp_client_cpu"] = round(
+        fast["client_cpu_ms_per_call"] / max(plain["client_cpu_ms_per_call"], 1e-9), 3
+    )
+    return result
 
 
 async def _trust_env_cost(emulator: EmulatorProc, sid: str, calls: int) -> dict[str, float]:
@@ -110,9 +142,16 @@ async def _trust_env_cost(emulator: EmulatorProc, sid: str, calls: int) -> dict[
         return await _cost(call, calls, emulator.pid)
 
 
+_COST_KEYS = ("client_cpu_ms_per_call", "emulator_cpu_ms_per_call", "wall_ms_per_call")
+
+
 async def _cost(call: Call, count: int, emulator_pid: int) -> dict[str, float]:
     for _ in range(20):
         await call()
+    return await _measure(call, count, emulator_pid)
+
+
+async def _measure(call: Call, count: int, emulator_pid: int) -> dict[str, float]:
     me, emu, started = ProcSample.of(os.getpid()), ProcSample.of(emulator_pid), time.perf_counter()
     for _ in range(count):
         await call()
