@@ -37,6 +37,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.core.fastpaths import verdict
+
 log = logging.getLogger(__name__)
 
 # paho-mqtt releases whose private state this module was checked against: the whole suite (unit
@@ -65,19 +67,10 @@ def enabled(setting: bool, version: str | None = None) -> bool:
     """Whether to use the fast path: `setting` on and paho at a verified release. Say which, once
     (the caller asks once, at start)."""
     version = version or paho_version()
-    if not setting:
-        log.info("MQTT fast path off (mqtt.fast_path = false): paho-mqtt %s's own code", version)
-        return False
-    if version not in VERIFIED:
-        log.warning(
-            "MQTT fast path off: paho-mqtt %s is not a release it was verified against (%s); "
-            "using paho's own code",
-            version,
-            ", ".join(sorted(VERIFIED)),
-        )
-        return False
-    log.info("MQTT fast path on (paho-mqtt %s)", version)
-    return True
+    return verdict(
+        log, name="MQTT", setting=setting, key="mqtt.fast_path", library="paho-mqtt",
+        version=version, verified=VERIFIED,
+    )  # fmt: skip
 
 
 class Received:

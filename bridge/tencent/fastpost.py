@@ -31,6 +31,8 @@ from aiohttp.http import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from bridge.core.fastpaths import verdict
+
 log = logging.getLogger(__name__)
 
 # aiohttp releases whose response protocol this module was checked against: the HTTP client tests
@@ -57,19 +59,10 @@ def enabled(setting: bool, version: str | None = None) -> bool:
     """Whether to use the fast path: `setting` on and aiohttp at a verified release. Say which,
     once (the caller asks once, at start)."""
     version = version or aiohttp_version()
-    if not setting:
-        log.info("HTTP fast path off (bridge.http_fast_path = false): aiohttp %s's code", version)
-        return False
-    if version not in VERIFIED:
-        log.warning(
-            "HTTP fast path off: aiohttp %s is not a release it was verified against (%s); "
-            "using aiohttp's own code",
-            version,
-            ", ".join(sorted(VERIFIED)),
-        )
-        return False
-    log.info("HTTP fast path on (aiohttp %s)", version)
-    return True
+    return verdict(
+        log, name="HTTP", setting=setting, key="bridge.http_fast_path", library="aiohttp",
+        version=version, verified=VERIFIED,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
