@@ -266,6 +266,7 @@ class DeskConfig(Section):
     rate_limit: PositiveFloat = 20.0
     stream_idle_timeout: Seconds = 60.0
     stream_queue_size: PositiveInt = 10000
+    ended_retention: SecondsOrZero = 300.0
     # The path Tencent POSTs session events to (docs/desk.md): a secret, as its random part is all
     # that keeps others from posting events.
     callback: SecretStr = SecretStr("")

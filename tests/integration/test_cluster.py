@@ -199,6 +199,38 @@ async def test_desk_watch_is_polled_once_per_interval_with_one_event_per_change(
     assert [e["after"] for e in events] == ["chatbot", "agent"], events
 
 
+async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
+    running: Running,
+) -> None:
+    probe = running.probe
+    sid = await running.admin.desk_session(state="chatbot")
+    assert (await probe.request("desk/watch", {"session_id": sid, "interval": 0.3}))[
+        "status"
+    ] == "ok"
+    await probe.wait_json(f"desk/{sid}/state", lambda s: s.get("state") == "chatbot")
+    await running.admin.end_desk(sid)
+    await probe.wait_json(f"desk/{sid}/state", lambda s: s.get("state") == "ended")
+    topic = f"{probe.base}/desk/{sid}/state"
+    await probe.wait_for(lambda m: m.topic == topic and not m.payload, 10)
+    await asyncio.sleep(1.5)  # nobody publishes it again, nobody clears it twice
+    states = [m.payload for m in probe.messages if m.topic == topic]
+    assert states[-1] == b"" and states.count(b"") == 1, states
+    # The others forgot it too: the instance that takes it over has nothing left to clear.
+    assert await running.cluster.terminate(owner_of(sid, NAMES)) == 0
+    await until(lambda: len(active(probe)) == 2, 10, "two instances active")
+    await asyncio.sleep(1.5)
+    states = [m.payload for m in probe.messages if m.topic == topic]
+    assert states.count(b"") == 1, states
+    # Whichever instance answers, it has forgotten the session: it is found gone anew.
+    seen = len(probe.messages)
+    gone = await probe.request("desk/get_session_state", {"session_id": sid})
+    assert gone["error"]["code"] == "session_not_found"
+    again = await probe.wait_for(
+        lambda m: m.topic == f"{probe.base}/desk/{sid}/event" and bool(m.payload), 5, seen
+    )
+    assert again.json()["type"] == "session_ended" and again.json()["seq"] == 1
+
+
 def _desk_polls(emu: Emulator, sid: str) -> int:
     entries = emu.state.journal.entries(path="get_session_state", kind="http", limit=100_000)
     return sum(1 for e in entries if e.get("session_id") == sid)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support.broker import Broker
+from tests.support.mqtt_probe import Probe
 from tests.support.world import World, world_of
 
 
@@ -202,6 +205,44 @@ async def test_state_changes_are_watched_and_end(world: World) -> None:
     calls = len(await w.admin.journal("get_session_state"))
     await asyncio.sleep(0.5)
     assert len(await w.admin.journal("get_session_state")) == calls  # no longer polled
+
+
+async def test_an_ended_session_is_cleared_and_forgotten_after_its_retention(
+    broker: Broker, base: str
+) -> None:
+    async with world_of(broker, base, ivh={"enabled": False}, desk={"ended_retention": 1.0}) as w:
+        sid = await w.admin.desk_session(state="chatbot")
+        first = await w.probe.request("desk/get_session_state", {"session_id": sid})
+        assert first["status"] == "ok"
+        await w.admin.end_desk(sid)
+        gone = await w.probe.request("desk/get_session_state", {"session_id": sid})
+        assert gone["error"]["code"] == "session_not_found"
+        topic = f"{base}/desk/{sid}/state"
+        await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "ended")
+        ended_at = time.monotonic()
+        start = len(w.probe.messages)
+        await w.probe.wait_for(lambda m: m.topic == topic and not m.payload, 5, start)
+        assert 0.8 <= time.monotonic() - ended_at <= 3.5
+        assert await _retained(broker, topic) is None
+        # forgotten: the next query finds it gone as on the first time (an event, seq anew)
+        events = [e["type"] for e in w.probe.on(f"desk/{sid}/event")]
+        assert events == ["state_changed", "session_ended"]
+        await w.probe.request("desk/get_session_state", {"session_id": sid})
+        again = await w.probe.wait_for(
+            lambda m: m.topic == f"{base}/desk/{sid}/event" and bool(m.payload), 5, start
+        )
+        assert again.json()["type"] == "session_ended" and again.json()["seq"] == 1
+        assert again.json()["before"] is None
+        retained = await _retained(broker, topic)
+        assert retained is not None and json.loads(retained)["state"] == "ended"
+
+
+async def _retained(broker: Broker, topic: str) -> bytes | None:
+    """What the broker holds retained on `topic` (a new subscriber's view), or None."""
+    async with Probe(broker.port, topic.split("/")[0]) as late:
+        await asyncio.sleep(0.3)
+        held = [m.payload for m in late.messages if m.topic == topic]
+    return held[0] if held else None
 
 
 async def test_get_by_user_and_shorthand(world: World) -> None:

@@ -119,6 +119,7 @@ KEYS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
     "desk.base_url": HTTP_URL,
     "desk.sdkappid": COUNT,
     "desk.identifier": _pair(["admin", ""], [[]]),
+    "desk.ended_retention": (st.sampled_from([0, 1, 300]), st.sampled_from([-1, "x", "inf"])),
     "desk.secret_key": _pair(["key-8f2c", ""], [{}]),
     "desk.watch": (
         st.lists(st.sampled_from(["s1", "a.b:c@d", "Z9"])),

@@ -23,6 +23,7 @@ from bridge.core.waits import until
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk import handover
 from bridge.features.desk.callbacks import STAGE, CallbackReceiver, Notification
+from bridge.features.desk.ended import EndedSessions
 from bridge.features.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.features.desk.streams import SessionStream
@@ -63,6 +64,7 @@ class DeskFeature:
         if deps.membership is not None:
             deps.membership.listeners.append(self._moved)
         self._states: dict[str, StateKey] = {}
+        self._ended_sessions = EndedSessions(self._cfg.ended_retention)
         self._streams: dict[str, SessionStream] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._watching: asyncio.Task[None] | None = None
@@ -94,7 +96,7 @@ class DeskFeature:
             self._watching = tg.create_task(self._watcher.run(), name="desk-watch")
             if not self._cfg.watch:  # no poll will judge the credentials: one call says now
                 tg.create_task(self.verify(), name="desk-verify")
-            tg.create_task(self._idle_loop(), name="desk-stream-idle")
+            tg.create_task(self._housekeeping(), name="desk-housekeeping")
             if self._callbacks is not None:
                 tg.create_task(self._callbacks.run(), name="desk-callbacks")
             for stream in self._streams.values():
@@ -295,6 +297,7 @@ class DeskFeature:
             return
         before = self._states.get(sid)
         self._states[sid] = ("ended", None, None)
+        self._ended_sessions.mark(sid)
         body = {
             "session_id": sid,
             "state": "ended",
@@ -348,6 +351,9 @@ class DeskFeature:
         return True
 
     def _learn(self, sid: str, payload: bytes) -> None:
+        if not payload and sid in self._ended_sessions:
+            self._forget(sid)  # its owner let the ended session go
+            return
         try:
             doc = json.loads(payload) if payload else {}
         except ValueError:
@@ -357,6 +363,8 @@ class DeskFeature:
         state = doc.get("state")
         if isinstance(state, str):
             self._states[sid] = (state, doc.get("raw_state"), doc.get("agent_id"))
+            if state == "ended":
+                self._ended_sessions.mark(sid)  # let go after the retention here too
         watch = doc.get("watch")
         every = watch.get("interval") if isinstance(watch, dict) else None
         if isinstance(every, int | float) and every > 0 and state != "ended":
@@ -484,10 +492,12 @@ class DeskFeature:
     def _finished(self, sid: str, result: dict[str, Any]) -> None:
         self._emitter.emit("desk", sid, "stream_finished", result)
 
-    async def _idle_loop(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Finish quiet streams, forget finished ones, let ended sessions go."""
         idle = self._cfg.stream_idle_timeout
         while True:
             await asyncio.sleep(min(1.0, idle / 4))
+            self._expire()
             limit = time.monotonic() - idle
             for stream in list(self._streams.values()):
                 if stream.open and not stream.depth and not stream.running:
@@ -496,6 +506,22 @@ class DeskFeature:
                         self._kick(stream)
                 elif not stream.open and not stream.depth and stream.last_activity < limit:
                     del self._streams[stream.session_id]  # forget quiet sessions
+
+    def _expire(self) -> None:
+        """Clear the retained state of sessions ended `ended_retention` seconds ago, and forget
+        them (docs/desk.md "Ended sessions"). In a cluster their owner clears them and the others
+        forget them when they see it (`_learn`)."""
+        for sid in self._ended_sessions.due():
+            if self._owns(sid):
+                self._forget(sid)
+                self._publisher.clear_retained(self._topics.desk_state(sid))
+
+    def _forget(self, sid: str) -> None:
+        self._ended_sessions.discard(sid)
+        self._states.pop(sid, None)
+        self._event_times.pop(sid, None)
+        self._mine.pop(sid, None)
+        self._emitter.forget("desk", sid)
 
 
 def _same_change(before: StateKey | None, key: StateKey) -> bool:
