@@ -199,6 +199,38 @@ async def test_desk_watch_is_polled_once_per_interval_with_one_event_per_change(
     assert [e["after"] for e in events] == ["chatbot", "agent"], events
 
 
+async def test_a_sessions_stream_max_interval_reaches_its_owner(running: Running) -> None:
+    """`ivh/create_session` runs on the owner of its action name; the session's own owner, which
+    drives it, learns the StreamMaxInterval it was given from the retained state."""
+    probe = running.probe
+    creator = owner_of("ivh/create_session", NAMES)
+    for user in range(12):  # a session owned by another instance than its creator
+        created = await probe.request(
+            "ivh/create_session",
+            {
+                "virtualman_project_id": "proj-1",
+                "user_id": f"kiosk-{user}",
+                "protocol": "webrtc",
+                "driver_type": 1,
+                "stream_max_interval": 4000,
+            },
+        )
+        assert created["status"] == "ok", created
+        sid = str(created["session_id"])
+        if owner_of(sid, NAMES) != creator:
+            break
+    assert owner_of(sid, NAMES) != creator
+    state = await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+    assert state["stream_max_interval"] == 4000
+    assert (await probe.request("ivh/start_session", {"session_id": sid}))["status"] == "ok"
+    await until(lambda: running.emu.state.channels.get(sid) is not None, 10, "its channel")
+    first = await probe.request("ivh/stream_text", {"session_id": sid, "text": "One, "})
+    await asyncio.sleep(2.3)  # past the default 2 s, within the session's 4 s
+    later = await probe.request("ivh/stream_text", {"session_id": sid, "text": "two."})
+    assert later["data"]["req_id"] == first["data"]["req_id"], (first, later)
+    assert later["data"]["seq"] == 2
+
+
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
     running: Running,
 ) -> None:

@@ -223,6 +223,8 @@ class IvhFeature:
             except Exception:
                 log.exception("ivh: a session listener failed on %s", after.session_id)
         sid = after.session_id
+        if after.stream_max_interval is not None and not after.terminal:
+            self._utterances.set_max_interval(sid, after.stream_max_interval / 1000)
         if after.terminal:
             self._utterances.forget(sid)
             self._voice.forget(sid)
@@ -317,10 +319,8 @@ class IvhFeature:
             user_id=payload.user_id,
             play_stream_addr=created.play_stream_addr,
             updated_at=now_iso(),
+            stream_max_interval=payload.stream_max_interval,
         )
-        if payload.stream_max_interval is not None:
-            interval = payload.stream_max_interval / 1000
-            self._utterances.set_max_interval(created.session_id, interval)
         self._tracker.apply(state)
         return state.as_dict()
 
@@ -366,6 +366,7 @@ class IvhFeature:
             user_id=known.user_id if known else None,
             play_stream_addr=stat.play_stream_addr or (known.play_stream_addr if known else None),
             updated_at=now_iso(),
+            stream_max_interval=known.stream_max_interval if known else None,
         )
         self._tracker.apply(state)
         return self._tracker.get(stat.session_id) or state

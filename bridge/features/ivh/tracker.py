@@ -30,6 +30,7 @@ SNAPSHOT_DELAY = 0.1  # seconds an action's change waits for others to share a s
 SNAPSHOT_DELAY_MAX = 1.0  # ...growing with the snapshot's size
 ACTED_MEMORY = 600.0  # seconds an action's mark is kept: longer than any listing takes to come
 Signature = tuple[Any, ...]
+STREAM_MAX_INTERVALS = range(2000, 6001)  # ms, what `createsession` takes (docs/protocol.md A.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class SessionState:
     user_id: str | None
     play_stream_addr: str | None
     updated_at: str
+    # ms, as given to `ivh/create_session`; None: not given, or not known here (the cloud's
+    # default then). Retained so that whichever instance owns the session paces by it.
+    stream_max_interval: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The payload as a dict. Every field is a str, int, bool or None, so this is what
@@ -97,6 +101,7 @@ def state_of(info: SessionInfo, *, known: SessionState | None = None) -> Session
         user_id=info.user_id if info.user_id is not None else _k(known, "user_id"),
         play_stream_addr=info.play_stream_addr or _k(known, "play_stream_addr"),
         updated_at=now_iso(),
+        stream_max_interval=_k(known, "stream_max_interval"),
     )
 
 
@@ -285,10 +290,16 @@ class SessionTracker:
             return
         state = _parse_state(session_id, payload)
         before = self._states.get(session_id)
-        if state is None or (before is not None and before.signature() == state.signature()):
+        if state is None:
             return
-        if before is not None and before.terminal and not state.terminal:
-            return
+        if before is not None:
+            if state.stream_max_interval is None:  # an instance that did not create it
+                state = replace(state, stream_max_interval=before.stream_max_interval)
+            same = before.signature() == state.signature()
+            if same and before.stream_max_interval == state.stream_max_interval:
+                return
+            if before.terminal and not state.terminal:
+                return
         self._states[session_id] = state
         self._signatures[session_id] = state.signature()
         self._bodies[session_id] = payload
@@ -357,6 +368,9 @@ def _parse_state(session_id: str, payload: bytes) -> SessionState | None:
         if not isinstance(doc, dict) or doc.get("session_id") != session_id:
             return None
         fields_of: dict[str, Any] = {name: doc.get(name) for name in _FIELDS}
+        interval = fields_of["stream_max_interval"]
+        if type(interval) is not int or interval not in STREAM_MAX_INTERVALS:
+            fields_of["stream_max_interval"] = None  # not one `createsession` takes
         return SessionState(**fields_of)
     except (ValueError, TypeError):
         return None

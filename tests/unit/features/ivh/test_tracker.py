@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,7 +41,9 @@ class Recorder:
         return [body for topic, body in self.messages if topic.endswith("/event")]
 
 
-def make(retention: float = 300.0) -> tuple[SessionTracker, Recorder, list[Any]]:
+def make(
+    retention: float = 300.0, *, learning: bool = False
+) -> tuple[SessionTracker, Recorder, list[Any]]:
     recorder, transitions = Recorder(), list[Any]()
     topics = Topics("t")
     tracker = SessionTracker(
@@ -49,6 +52,7 @@ def make(retention: float = 300.0) -> tuple[SessionTracker, Recorder, list[Any]]
         topics=topics,
         closed_retention=retention,
         on_transition=lambda before, after: transitions.append((before, after)),
+        learning=learning,
     )
     return tracker, recorder, transitions
 
@@ -192,6 +196,32 @@ def test_a_session_id_that_cannot_name_a_topic_is_ignored(caplog: Any) -> None:
     assert sum("not a valid topic level" in r.message for r in caplog.records) == 1
 
 
+def _retained(sid: str, status: int, **fields: Any) -> bytes:
+    return json.dumps({**_state(sid, status).as_dict(), **fields}).encode()
+
+
+def test_a_learned_stream_max_interval_is_kept_and_moves_the_session() -> None:
+    """The creator's state carries it; a listing (which lacks it) or another instance's state
+    without it keeps it; the owner hears of it even when nothing else changed."""
+    tracker, recorder, transitions = make(learning=True)
+    tracker.apply_list([info("a", 3)])  # polled here before the creator's state arrived
+    tracker.learn("a", _retained("a", 3, driver_type=None, stream_max_interval=4000))
+    assert tracker.get("a").stream_max_interval == 4000  # type: ignore[union-attr]
+    assert transitions[-1][1].stream_max_interval == 4000
+    tracker.apply_list([info("a", 1)])
+    assert json.loads(recorder.retained["t/ivh/a/state"])["stream_max_interval"] == 4000
+    tracker.learn("a", _retained("a", 3, user_id="v", stream_max_interval=None))
+    assert tracker.get("a").stream_max_interval == 4000  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("odd", ["4000", 4000.5, True, 1999, 6001, [4000], {"ms": 1}])
+def test_a_stream_max_interval_createsession_would_refuse_is_not_learned(odd: Any) -> None:
+    tracker, _, transitions = make(learning=True)
+    tracker.learn("a", _retained("a", 1, stream_max_interval=odd))
+    assert tracker.get("a").stream_max_interval is None  # type: ignore[union-attr]
+    assert transitions[-1][1].stream_max_interval is None
+
+
 @given(
     st.builds(
         SessionState,
@@ -203,6 +233,7 @@ def test_a_session_id_that_cannot_name_a_topic_is_ignored(caplog: Any) -> None:
         user_id=st.none() | st.text(max_size=10),
         play_stream_addr=st.none() | st.text(max_size=30),
         updated_at=st.text(max_size=30),
+        stream_max_interval=st.none() | st.integers(),
     )
 )
 def test_a_state_as_a_dict_is_what_dataclasses_asdict_gives(state: SessionState) -> None:
