@@ -7,14 +7,7 @@ import logging
 import pytest
 
 from bridge.core.condition import Condition
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

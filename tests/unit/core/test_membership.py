@@ -19,20 +19,13 @@ from bridge.core.membership import (
     will_instance,
 )
 from bridge.core.ownership import Ownership, owner
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 class Node:
     """One instance: its membership and what it published."""
 
-    def __init__(self, name: str, clock: Clock, settle: float = 2.0) -> None:
+    def __init__(self, name: str, clock: FakeClock, settle: float = 2.0) -> None:
         self.ownership = Ownership(name, clustered=True)
         self.published: list[str] = []
         self.changes: list[Change] = []
@@ -50,7 +43,7 @@ def doc(state: str) -> bytes:
     return json.dumps({"state": state, "version": "x", "started_at": "t", "owns": 0}).encode()
 
 
-def advance(clock: Clock, nodes: list[Node], seconds: float) -> None:
+def advance(clock: FakeClock, nodes: list[Node], seconds: float) -> None:
     """Let time pass with the ticks running (every 0.2 s), as the feature does."""
     end = clock.now + seconds
     while clock.now < end:
@@ -65,7 +58,7 @@ def deliver(nodes: list[Node], instance: str, payload: bytes) -> None:
 
 
 def test_joining_owns_nothing_until_settled_and_echoed() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a = Node("a", clock)
     a.m.connected()
     assert a.published == [JOINING]
@@ -79,7 +72,7 @@ def test_joining_owns_nothing_until_settled_and_echoed() -> None:
     assert a.ownership.owns("s1")
 
 
-def _cluster(clock: Clock, names: tuple[str, ...] = ("a", "b", "c")) -> list[Node]:
+def _cluster(clock: FakeClock, names: tuple[str, ...] = ("a", "b", "c")) -> list[Node]:
     nodes = [Node(n, clock) for n in names]
     for node in nodes:
         node.m.connected()
@@ -90,7 +83,7 @@ def _cluster(clock: Clock, names: tuple[str, ...] = ("a", "b", "c")) -> list[Nod
 
 
 def test_the_same_stream_gives_every_instance_the_same_owner() -> None:
-    clock = Clock()
+    clock = FakeClock()
     nodes = _cluster(clock)
     keys = [f"s{i}" for i in range(300)]
     for key in keys:
@@ -100,7 +93,7 @@ def test_the_same_stream_gives_every_instance_the_same_owner() -> None:
 
 
 def test_leaving_moves_keys_on_the_echo_not_before() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, b, c = nodes = _cluster(clock)
     mine = [k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k)]
     a.m.leave()
@@ -113,7 +106,7 @@ def test_leaving_moves_keys_on_the_echo_not_before() -> None:
 
 
 def test_a_will_removes_the_instance_and_only_its_keys_move() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, b, _c = _cluster(clock)
     keys = [f"s{i}" for i in range(200)]
     before = {k: owner(k, {"a", "b", "c"}) for k in keys}
@@ -127,7 +120,7 @@ def test_a_will_removes_the_instance_and_only_its_keys_move() -> None:
 
 
 def test_a_new_owner_waits_for_the_release_or_settle() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, b = _cluster(clock, ("a", "b"))
     key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
     deliver([a, b], "a", doc(LEAVING))
@@ -138,7 +131,7 @@ def test_a_new_owner_waits_for_the_release_or_settle() -> None:
 
 
 def test_a_new_owner_does_not_wait_for_a_dead_one() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, b = _cluster(clock, ("a", "b"))
     key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
     b.m.on_will("a")
@@ -147,7 +140,7 @@ def test_a_new_owner_does_not_wait_for_a_dead_one() -> None:
 
 def test_the_gate_opens_after_settle_at_most() -> None:
     async def scenario() -> None:
-        a, b = _cluster(Clock(), ("a", "b"))
+        a, b = _cluster(FakeClock(), ("a", "b"))
         key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
         deliver([a, b], "a", doc(LEAVING))
         b.m.handover._settle = 0.05  # noqa: SLF001 (the test sets the fake clock)
@@ -160,7 +153,7 @@ def test_the_gate_opens_after_settle_at_most() -> None:
 
 
 def test_a_lost_link_fences_and_a_reconnect_joins_again() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, _b = _cluster(clock, ("a", "b"))
     a.m.disconnected()
     assert a.changes[-1].fenced and a.ownership.active == frozenset()
@@ -173,7 +166,7 @@ def test_a_lost_link_fences_and_a_reconnect_joins_again() -> None:
 
 
 def test_a_frozen_process_fences_itself_before_acting() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, _ = _cluster(clock, ("a", "b"))
     a.ownership.guard = a.m.fresh
     key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
@@ -183,7 +176,7 @@ def test_a_frozen_process_fences_itself_before_acting() -> None:
 
 
 def test_an_instance_whose_document_is_cleared_rejoins() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, _b = _cluster(clock, ("a", "b"))
     a.m.on_doc("a", b"")  # a survivor saw a stale will of a and cleared its document
     assert a.m.state == JOINING and a.published[-1] == JOINING and a.m.fences == 1
@@ -192,7 +185,7 @@ def test_an_instance_whose_document_is_cleared_rejoins() -> None:
 def test_split_views_converge_on_the_stream() -> None:
     """b missed c's document for a while (it reconnected): it owns less, never more, than the
     others think; once the stream delivers the document the views agree."""
-    clock = Clock()
+    clock = FakeClock()
     a, b, c = _cluster(clock)
     b.m.on_doc("c", b"")  # b's view lacks c (split)
     keys = [f"s{i}" for i in range(200)]
@@ -219,7 +212,7 @@ def test_will_instance() -> None:
 
 
 def test_while_nobody_is_active_one_joining_instance_answers_retry() -> None:
-    clock = Clock()
+    clock = FakeClock()
     a, b = Node("a", clock), Node("b", clock)
     for node in (a, b):
         node.m.connected()

@@ -9,6 +9,7 @@ import pytest
 import TLSSigAPIv2
 
 from bridge.tencent.usersig import UserSigCache, gen_usersig
+from tests.support.clock import FakeClock
 from tests.unit.tencent.tencent_fakes import SECRET_KEY, decode_usersig, expected_tls_sig
 
 NOW = 1_700_000_000
@@ -45,16 +46,6 @@ def test_a_different_key_gives_a_different_sig() -> None:
     one = gen_usersig(sdkappid=1, identifier="a", secret_key="k1", expire=60, now=NOW)
     two = gen_usersig(sdkappid=1, identifier="a", secret_key="k2", expire=60, now=NOW)
     assert one != two
-
-
-class FakeClock:
-    """A settable clock."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _cache(clock: FakeClock, ttl: int = 1000) -> UserSigCache:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from bridge.features.desk.ended import EndedSessions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_a_session_is_due_once_its_retention_has_passed() -> None:
-    clock = Clock()
+    clock = FakeClock()
     ended = EndedSessions(300, clock=clock)
     ended.mark("a")
     clock.now += 299.9
@@ -27,7 +20,7 @@ def test_a_session_is_due_once_its_retention_has_passed() -> None:
 
 
 def test_due_sessions_come_oldest_first_and_the_young_wait() -> None:
-    clock = Clock()
+    clock = FakeClock()
     ended = EndedSessions(10, clock=clock)
     for sid in ("a", "b", "c"):
         ended.mark(sid)
@@ -39,7 +32,7 @@ def test_due_sessions_come_oldest_first_and_the_young_wait() -> None:
 
 
 def test_marking_again_keeps_the_first_end() -> None:
-    clock = Clock()
+    clock = FakeClock()
     ended = EndedSessions(10, clock=clock)
     ended.mark("a")
     clock.now += 8
@@ -49,6 +42,6 @@ def test_marking_again_keeps_the_first_end() -> None:
 
 
 def test_a_retention_of_zero_lets_a_session_go_at_once() -> None:
-    ended = EndedSessions(0, clock=Clock())
+    ended = EndedSessions(0, clock=FakeClock())
     ended.mark("a")
     assert ended.due() == ["a"] and "a" in ended

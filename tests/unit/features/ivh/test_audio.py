@@ -12,6 +12,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import RequestError
 from bridge.features.ivh import audio
 from bridge.features.ivh.voice import clip_of
+from tests.support.clock import FakeClock
 
 
 def test_a_wav_gives_a_view_of_its_samples_not_a_copy() -> None:
@@ -120,14 +121,6 @@ def test_a_five_minute_wav_is_not_copied_per_packet() -> None:
         tracemalloc.stop()
     assert total == 300 * 32000
     assert grown < 64 * 1024  # views only; a copy would be 9.6 MB
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_pacer_sends_six_at_once_then_one_per_gap() -> None:

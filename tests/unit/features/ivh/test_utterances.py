@@ -4,18 +4,11 @@ A.5)."""
 from __future__ import annotations
 
 from bridge.features.ivh.utterances import Utterances
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_one_req_id_per_utterance_and_seq_from_one() -> None:
-    utts = Utterances(Clock())
+    utts = Utterances(FakeClock())
     a = utts.chunk("s", "Hello, ", final=False)
     b = utts.chunk("s", "world.", final=True)
     c = utts.chunk("s", "Next", final=False)
@@ -26,7 +19,7 @@ def test_one_req_id_per_utterance_and_seq_from_one() -> None:
 
 
 def test_a_pause_past_stream_max_interval_starts_a_new_utterance() -> None:
-    clock = Clock()
+    clock = FakeClock()
     utts = Utterances(clock)
     utts.set_max_interval("slow", 4.0)
     first = {sid: utts.chunk(sid, "a", final=False) for sid in ("slow", "fast")}
@@ -37,7 +30,7 @@ def test_a_pause_past_stream_max_interval_starts_a_new_utterance() -> None:
 
 
 def test_interrupt_inside_an_utterance_carries_the_next_seq() -> None:
-    utts = Utterances(Clock())
+    utts = Utterances(FakeClock())
     _, req_id, _ = utts.chunk("s", "a", final=False)
     command, again, data = utts.interrupt("s")
     assert (command, again) == ("SEND_STREAMTEXT", req_id)
@@ -46,7 +39,7 @@ def test_interrupt_inside_an_utterance_carries_the_next_seq() -> None:
 
 
 def test_interrupt_outside_an_utterance_is_the_text_interrupt() -> None:
-    clock = Clock()
+    clock = FakeClock()
     utts = Utterances(clock)
     utts.chunk("s", "a", final=False)
     clock.now += 3.0  # finalised by the cloud meanwhile
@@ -55,7 +48,7 @@ def test_interrupt_outside_an_utterance_is_the_text_interrupt() -> None:
 
 
 def test_forget_drops_the_session() -> None:
-    clock = Clock()
+    clock = FakeClock()
     utts = Utterances(clock)
     utts.set_max_interval("s", 6.0)
     first = utts.chunk("s", "a", final=False)
