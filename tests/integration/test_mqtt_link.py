@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from bridge.config import MqttConfig
 from bridge.core.inbound import Inbound, Inbox
 from bridge.core.topics import Topics
-from bridge.mqtt.fastpath import VERIFIED, paho_version
+from bridge.mqtt.fastpath import VERIFIED, enabled, paho_version
 from bridge.mqtt.link import MqttLink
 from bridge.mqtt.transport import publish_size, window_for
 from tests.support.broker import Broker
@@ -206,7 +206,9 @@ async def test_receiving_on_the_fast_path_makes_no_reference_cycles(
     The fast path is what turns that lookup off, so it is on here whatever the run's setting;
     paho's own code keeps the lookup and its cycles.
     """
-    assert paho_version() in VERIFIED, "the locked paho-mqtt is one the fast path was verified on"
+    if paho_version() not in VERIFIED:  # the fence: such a paho runs its own code, whatever is set
+        assert not enabled(True)
+        return
     inbox = _OneAtATime()
     pub = aiomqtt.Client("127.0.0.1", own_broker.port)
     async with running_link(own_broker, base, inbox, fast_path=True), pub:
