@@ -287,3 +287,17 @@ async def test_a_chunk_that_looks_like_json_but_is_not_is_sent_as_text(world: Wo
     done = await w.probe.wait_json("bridge/response/desk/send_stream", timeout=10)
     assert done["status"] == "ok", done
     assert [m["text"] for m in await w.admin.messages(sid)] == ["{hello} [world]"]
+
+
+async def test_a_stream_to_a_session_that_is_gone_publishes_it_ended(world: World) -> None:
+    w = world
+    sid = await w.admin.desk_session(state="chatbot")
+    await w.admin.end_desk(sid)
+    sent = await w.probe.request(
+        "desk/send_stream", {"session_id": sid, "chunk": "hello", "finish": True}
+    )
+    assert sent["error"]["code"] == "session_not_found", sent
+    state = await w.probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "ended")
+    assert state["agent_id"] is None
+    ended = await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "session_ended")
+    assert ended["after"] == "ended"

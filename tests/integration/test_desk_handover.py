@@ -311,3 +311,41 @@ async def test_a_burst_of_callbacks_loses_none(hooked: tuple[World, str]) -> Non
             await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)
     assert count() == BURST
+
+
+async def test_late_deliveries_move_no_polled_state_back(hooked: tuple[World, str]) -> None:
+    """Polling saw queuing, then agent; the callbacks of both come late (a retry, a delay): the
+    state does not go back to queuing, and the change to agent is published once."""
+    w, _ = hooked
+    sid = await w.admin.desk_session(state="chatbot")
+    await _events(w, sid, 2)
+    await w.probe.request("desk/watch", {"session_id": sid, "interval": 0.1})
+    await asyncio.sleep(0.3)
+    await w.admin.call("POST", "/desk/callback", {"delay_ms": 800, "delay_count": 2})
+    await w.admin.desk_state(sid, "queuing")
+    await asyncio.sleep(0.3)
+    await w.admin.desk_state(sid, "agent", "bob@x")
+    await w.probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "transfer_started", 5)
+    await asyncio.sleep(1.2)  # both late deliveries, and the polls after them
+    states = _states(w, sid)
+    assert states[-1] == "agent" and "queuing" not in states[states.index("agent") :], states
+    changes = [e for e in w.probe.on(f"desk/{sid}/event") if e["type"] == "state_changed"]
+    assert [e["after"] for e in changes].count("agent") == 1, changes
+
+
+async def test_an_answer_sent_before_the_end_does_not_bring_the_session_back(
+    hooked: tuple[World, str],
+) -> None:
+    w, _ = hooked
+    sid = await w.admin.desk_session(state="agent", agent_id="bob@x")
+    await _events(w, sid, 2)
+    await w.admin.fault("get_session_state", 1, latency_ms=700)  # answered after the end
+    asking = asyncio.create_task(w.probe.request("desk/get_session_state", {"session_id": sid}))
+    await asyncio.sleep(0.2)
+    await w.admin.end_desk(sid)  # SessionEnd is delivered at once
+    answer = await asking
+    assert answer["status"] == "ok" and answer["data"]["state"] == "agent"  # what Tencent said
+    await asyncio.sleep(0.3)
+    assert _states(w, sid)[-1] == "ended", _states(w, sid)
+    events = [e["type"] for e in w.probe.on(f"desk/{sid}/event")]
+    assert events[events.index("session_ended") :] == ["session_ended"], events

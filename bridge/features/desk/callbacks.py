@@ -108,7 +108,7 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
     name = body.get("Event")
     name = name if isinstance(name, str) else ""
     event_type = EVENT_TYPES.get(name.lower(), "callback")
-    data = {k: v for k, v in snake_keys(body).items() if k != "callback_command"}
+    data: dict[str, Any] = snake_keys(body)  # every body field, `CallbackCommand` too
     data["event"] = name
     elements = body.get("MsgBody")
     if isinstance(elements, list):

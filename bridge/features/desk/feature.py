@@ -22,9 +22,10 @@ from bridge.core.membership import Change
 from bridge.core.waits import until
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk import handover
-from bridge.features.desk.callbacks import STAGE, CallbackReceiver, Notification
+from bridge.features.desk.callbacks import CallbackReceiver, Notification
 from bridge.features.desk.ended import EndedSessions
 from bridge.features.desk.handover import EndSession, GetMessages, TransferToHuman
+from bridge.features.desk.order import Sent, StateOrder
 from bridge.features.desk.payloads import GetState, SendStream, Unwatch, Watch
 from bridge.features.desk.streams import SessionStream
 from bridge.features.desk.watcher import DeskWatcher
@@ -69,8 +70,7 @@ class DeskFeature:
         self._tg: asyncio.TaskGroup | None = None
         self._watching: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
-        # per session, the last state-moving (EventTime, stage) applied
-        self._event_times: dict[str, tuple[int, int]] = {}
+        self._order = StateOrder()  # which of callbacks and queries moved the state last
         self._watcher = DeskWatcher(
             poll=self._poll, default_interval=self._cfg.poll_interval, rate=self._cfg.rate_limit
         )
@@ -138,43 +138,31 @@ class DeskFeature:
 
     def _notified(self, note: Notification) -> None:
         """Publish one accepted notification, then move the state it implies, or ask for the
-        state when the event leaves it open (docs/desk.md "State from events")."""
+        state when the event leaves it open or may be older than what a query found (docs/desk.md
+        "State from events"). A late delivery (a retry, a delay) is published as an event but
+        moves no state; nor does anything once the session has ended."""
         sid = note.session_id
         self._emitter.emit("desk", sid, note.event_type, note.data)
-        if not (note.state or note.confirm) or not self._in_order(note):
+        if not (note.state or note.confirm) or self._has_ended(sid):
+            return
+        if not self._order.notified(note):
             return
         if note.state == "ended":
             self._ended(sid)
-        elif note.state is not None:
+        elif note.state is not None and self._order.trusted(note):
+            self._order.moved(sid)
             self._publish_state(
                 DeskSessionState(session_id=sid, state=note.state, raw_state=None, agent_id=None)
             )
         elif self._tg is not None:
             self._tg.create_task(self._confirm(sid), name=f"desk-confirm:{sid}")
 
-    def _in_order(self, note: Notification) -> bool:
-        """Whether a state-moving notification is not older than the last one applied: a late
-        delivery (a retry, a delay) is published as an event but moves no state; nor does
-        anything once the session has ended. Of one millisecond, events are taken in the order
-        a session goes through them (`STAGE`)."""
-        sid = note.session_id
-        if self._has_ended(sid):
-            return False
-        if note.event_time is None:
-            return True
-        key = (note.event_time, STAGE.get(note.event_type, 0))
-        last = self._event_times.get(sid)
-        if last is not None and key < last:
-            return False
-        self._event_times[sid] = key
-        return True
-
     def _has_ended(self, sid: str) -> bool:
         return self._states.get(sid, ("",))[0] == "ended"
 
     async def _confirm(self, sid: str) -> None:
         with contextlib.suppress(BridgeError):  # a failed query is judged and logged as any
-            self._publish_state(await self._fetch(sid))
+            await self._query(sid)
 
     def _ok(self) -> None:
         self._condition.ok()
@@ -212,24 +200,35 @@ class DeskFeature:
 
     async def _send_stream_msg(self, **fields: Any) -> str | None:
         """The client's `send_stream_msg`, its outcome judging the service like any call."""
-        try:
-            key = await self._client.send_stream_msg(**fields)
-        except BridgeError as exc:
-            self._failed(exc)
-            raise
-        self._ok()
-        return key
+        return await self._guarded(fields["session_id"], self._client.send_stream_msg(**fields))
 
     # -- state --------------------------------------------------------------------------------
     @action("desk/get_session_state")
     async def get_session_state(self, payload: GetState) -> dict[str, Any]:
         """Fetch a session's state now and republish it."""
-        state = await self._fetch(
+        return await self._query(
             payload.session_id,
+            republish=True,
             client_user_id=payload.client_user_id,
             customer_service_id=payload.customer_service_id,
         )
-        return self._publish_state(state, republish=True)
+
+    async def _query(
+        self, sid: str | None, *, republish: bool = False, **by_user: str | None
+    ) -> dict[str, Any]:
+        """Ask for a session's state and retain the answer, unless the state moved while the
+        question was out (`StateOrder.answered`): then the answer is only returned."""
+        sent = self._order.sent()
+        state = await self._fetch(sid, **by_user)
+        return self._publish_answer(state, sent, republish=republish)
+
+    def _publish_answer(
+        self, state: DeskSessionState, sent: Sent, *, republish: bool
+    ) -> dict[str, Any]:
+        sid = state.session_id
+        if sid is not None and (self._has_ended(sid) or not self._order.answered(sid, sent)):
+            return _body(state)  # older than what is retained: an answer, not a move
+        return self._publish_state(state, republish=republish)
 
     async def _fetch(self, sid: str | None, **by_user: str | None) -> DeskSessionState:
         try:
@@ -248,21 +247,15 @@ class DeskFeature:
         if not self._owns(sid):
             return  # another instance watches it (docs/scale-out.md)
         with contextlib.suppress(BridgeError):
-            self._publish_state(await self._fetch(sid))
+            await self._query(sid)
 
     def _publish_state(self, state: DeskSessionState, *, republish: bool = False) -> dict[str, Any]:
         """Retain the state and emit `state_changed` when it changed; `republish` retains it
         even when it did not (`desk/<sid>/get`, docs/topics.md), without an event."""
         sid = state.session_id
-        body = {
-            "session_id": sid,
-            "state": state.state,
-            "raw_state": state.raw_state,
-            "agent_id": state.agent_id,
-            "updated_at": now_iso(),
-        }
-        if sid is None:
-            return body
+        body = _body(state)
+        if sid is None or self._has_ended(sid):
+            return body  # nothing moves an ended session
         key: StateKey = (state.state, state.raw_state, state.agent_id)
         before = self._states.get(sid)
         if _same_change(before, key):
@@ -292,19 +285,13 @@ class DeskFeature:
         stops."""
         if self._watcher.unwatch(sid):
             self._watch_changed(sid, False)
-        self._event_times.pop(sid, None)  # nothing moves an ended session (`_in_order`)
+        self._order.forget(sid)  # nothing moves an ended session
         if self._has_ended(sid):
             return
         before = self._states.get(sid)
         self._states[sid] = ("ended", None, None)
         self._ended_sessions.mark(sid)
-        body = {
-            "session_id": sid,
-            "state": "ended",
-            "raw_state": None,
-            "agent_id": None,
-            "updated_at": now_iso(),
-        }
+        body = _body(DeskSessionState(session_id=sid, state="ended", raw_state=None, agent_id=None))
         self._retain_state(sid, body)
         self._emitter.emit(
             "desk",
@@ -443,14 +430,16 @@ class DeskFeature:
         return await self._guarded(payload.session_id, handover.messages(self._client, payload))
 
     async def _guarded(self, sid: str, call: Awaitable[T]) -> T:
-        """As for state queries: 141005 publishes the retained `ended` state, then fails."""
+        """A call about one session, its outcome judging the service; as for state queries,
+        141005 publishes the retained `ended` state, then fails."""
         try:
             result = await call
-        except UpstreamError as exc:
-            if exc.code == "session_not_found":
-                self._ended(sid)
-            else:
+        except BridgeError as exc:
+            if exc.code != "session_not_found":
                 self._failed(exc)
+                raise
+            self._ok()  # the service answered: it is the session that is gone
+            self._ended(sid)
             raise
         self._ok()
         return result
@@ -519,9 +508,20 @@ class DeskFeature:
     def _forget(self, sid: str) -> None:
         self._ended_sessions.discard(sid)
         self._states.pop(sid, None)
-        self._event_times.pop(sid, None)
+        self._order.forget(sid)
         self._mine.pop(sid, None)
         self._emitter.forget("desk", sid)
+
+
+def _body(state: DeskSessionState) -> dict[str, Any]:
+    """The retained `desk/<sid>/state` payload of a state."""
+    return {
+        "session_id": state.session_id,
+        "state": state.state,
+        "raw_state": state.raw_state,
+        "agent_id": state.agent_id,
+        "updated_at": now_iso(),
+    }
 
 
 def _same_change(before: StateKey | None, key: StateKey) -> bool:

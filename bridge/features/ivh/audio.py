@@ -29,7 +29,8 @@ _FORMATS = {1: "PCM", 2: "MS ADPCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0
             0x55: "MP3"}  # fmt: skip
 _EXTENSIBLE = 0xFFFE
 _MAGIC = {b"ID3": "an MP3 file", b"OggS": "an Ogg file", b"fLaC": "a FLAC file",
-          b"FORM": "an AIFF file", b"\xff\xfb": "an MP3 file"}  # fmt: skip
+          b"FORM": "an AIFF file", b"\xff\xfb": "an MP3 file",
+          b"RIFX": "a big-endian (RIFX) WAV", b"RF64": "an RF64 WAV"}  # fmt: skip
 WANTED = "16 kHz, 16-bit, mono PCM"
 
 

@@ -58,6 +58,8 @@ def clip_of(data: bytes, *, mode: str | None, final: bool) -> Clip:
     if mode == "file":
         if not pcm:
             raise RequestError("audio is empty: a file utterance needs some")
+        if kind := audio.sniff(pcm):  # a whole file starts here, as a live utterance does
+            raise RequestError(f"the audio looks like {kind}, not raw PCM ({audio.WANTED})")
         return Clip(pcm, file=True, final=True)
     return Clip(pcm, file=False, final=final or not pcm)
 

@@ -59,6 +59,8 @@ def test_a_user_message_carries_its_text_time_and_raw() -> None:
     assert note.data["text"] == "hello" and note.data["time"] == "2023-11-14T22:13:20.123Z"
     assert note.data["msg_body"][0]["msg_content"] == {"text": "hello"}
     assert note.data["raw"] == body and note.data["event"] == "ChatBot.UserSendMsg"
+    assert note.data["callback_command"] == COMMAND  # every body field, in snake_case
+    assert {snake(k) for k in body} <= set(note.data)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import tracemalloc
 
 import pytest
@@ -72,6 +73,19 @@ def test_clips_file_or_live() -> None:
         clip_of(bytes(3), mode=None, final=False)
     assert audio.sniff(b"ID3\x04rest") == "an MP3 file"
     assert audio.sniff(bytes(64)) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [(b"RIFX", "a big-endian (RIFX) WAV"), (b"RF64", "an RF64 WAV"), (b"fLaC", "a FLAC file")],
+)
+def test_other_wav_kinds_and_containers_are_named_not_played(head: bytes, kind: str) -> None:
+    """A RIFX or RF64 WAV is not `RIFF`: it was taken for raw PCM and its header played."""
+    data = head + wav_of(tone_pcm(0.2))[4:]
+    assert audio.sniff(data) == kind
+    with pytest.raises(RequestError, match=re.escape(kind)):
+        clip_of(data, mode="file", final=False)
+    assert not clip_of(data, mode=None, final=False).file  # a live start: refused by `take`
 
 
 def test_the_audio_limit_takes_a_five_minute_wav() -> None:
