@@ -12,6 +12,13 @@ be retained (`active`), but it owns nothing until it has settled again, so while
 its own `active` document does not count; leaving counts from the echo of its `leaving`
 document, the moment the others see it too.
 
+Documents outlive their instances when no will clears them: a will is delivered only to those
+connected when the broker publishes it, and only the last one stays retained (every instance
+dead at once, a will that arrives before the subscriber has joined). So a joining instance asks
+who is there: every live instance re-publishes its document when it sees another one start
+joining, and at the end of its settle the joiner clears the documents it heard nothing from
+since its own `joining` came back (the sweep).
+
 Moves: when the active set changes, an instance that lost keys finishes and closes what it held
 for them and then announces a release on `<base>/bridge/release/<id>`; the new owner of a key
 waits for the release from the key's previous owner (while that one is still live), or for
@@ -138,6 +145,7 @@ class Membership:
         freeze_limit: float,
         clock: Clock,
         publish_doc: Callable[[str], None],
+        clear_doc: Callable[[str], None] = lambda instance: None,
     ) -> None:
         self.me = ownership.instance_id
         self._ownership = ownership
@@ -145,6 +153,9 @@ class Membership:
         self._freeze_limit = freeze_limit
         self._clock = clock
         self._publish_doc = publish_doc
+        self._clear_doc = clear_doc
+        # Others heard since this instance's `joining` came back; None: not back yet
+        self._heard: set[str] | None = None
         self.handover = Handover(me=self.me, settle=settle, clock=clock)
         self.state = DOWN
         self._docs: dict[str, str] = {}  # instance -> state, as delivered
@@ -161,6 +172,7 @@ class Membership:
 
     def _join(self) -> None:
         self.state = JOINING
+        self._heard = None
         self._settle_at = self._clock() + self._settle
         self._publish_doc(JOINING)
         self._apply()
@@ -182,9 +194,21 @@ class Membership:
             self.fence("the process was frozen")
             return
         if self.state == JOINING and now >= self._settle_at:
+            self._sweep()
             self.state = ACTIVE
             self._publish_doc(ACTIVE)
             self._apply()
+
+    def _sweep(self) -> None:
+        """Clear the documents of instances that said nothing while this one settled: each live
+        instance answers a joiner with its document (`on_doc`), so these are gone."""
+        if self._heard is None:
+            return  # this instance's own document has not come back: nothing to judge by
+        for instance in [i for i in self._docs if i != self.me and i not in self._heard]:
+            log.warning("cluster: instance %s did not answer; clearing its document", instance)
+            self._docs.pop(instance)
+            self.handover.gone(instance)
+            self._clear_doc(instance)
 
     def fresh(self) -> bool:
         """Whether the loop ran lately; a process that wakes from a freeze fences itself here,
@@ -219,12 +243,25 @@ class Membership:
             self._docs.pop(instance, None)  # cleared by a survivor: it saw a (stale) will
             self.fence("the others cleared this instance's document")
             return
+        if instance == self.me:
+            if state == JOINING and self.state == JOINING and self._heard is None:
+                self._heard = set()  # this instance's `joining` is back: listen from here
+        elif self._heard is not None:
+            self._heard.add(instance)
+        before = self._docs.get(instance)
         if state is None:
             self._docs.pop(instance, None)
             self.handover.gone(instance)
         else:
             self._docs[instance] = state
+        if instance != self.me and state == JOINING and before != JOINING:
+            self._answer_joiner()
         self._apply()
+
+    def _answer_joiner(self) -> None:
+        """Another instance started joining: tell it this one is live (see `_sweep`)."""
+        if self.state in (JOINING, ACTIVE, LEAVING):
+            self._publish_doc(self.state)
 
     def on_will(self, instance: str) -> bool:
         """A will naming `instance`; True when this instance should clear its document and

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from bridge import __version__
 from bridge.core.envelope import Publisher, dumps, now_iso
 from bridge.core.inbound import Inbound
-from bridge.core.membership import DOWN, Change, Membership, will_instance
+from bridge.core.membership import ACTIVE, DOWN, Change, Membership, will_instance
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
 from bridge.core.waits import until
@@ -65,6 +65,7 @@ class ClusterFeature:
             freeze_limit=freeze_limit,
             clock=clock,
             publish_doc=self._publish_doc,
+            clear_doc=self._clear_doc,
         )
         ownership.guard = self.membership.fresh
         self.membership.listeners.append(self._changed)
@@ -116,12 +117,19 @@ class ClusterFeature:
 
     # -- documents ------------------------------------------------------------------------------
     def _publish_doc(self, state: str) -> None:
+        if state == ACTIVE and self._state != ACTIVE:
+            # Active now: `bridge/state` may say offline (the last active one left while this
+            # one was joining), and it reads offline only when no instance is left.
+            self._publisher.set_retained(self._topics.state, ONLINE)
         self._state = state
         self._owns = self.owned()
         body = self.membership.doc(
             state, version=__version__, started_at=self._started_at, owns=self._owns
         )
         self._publisher.set_retained(self._topics.instance(self.me), dumps(body))
+
+    def _clear_doc(self, instance: str) -> None:
+        self._publisher.clear_retained(self._topics.instance(instance))
 
     def owned(self) -> int:
         """Keys this instance owns now, summed over the features."""

@@ -20,6 +20,7 @@ from tests.support.cluster import (
     active,
     all_active,
     calls,
+    docs,
     owner_of,
     socket_stats,
     until,
@@ -226,3 +227,54 @@ async def test_a_broker_restart_while_three_run(
         assert all(a["status"] == "ok" for a in answers), answers
         assert len(replies) == len(sids)  # one answer each
         figures.add("broker_restarts")
+
+
+async def test_every_instance_killed_then_a_new_one_answers_everything(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """b1 dies (b0 clears it), then b0 dies with nobody left to see its will: its `active`
+    document stays retained. A new instance b2 hears nothing from b0 while it settles, clears
+    the document, owns every key and says `online`."""
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path)
+        try:
+            cluster.start("b0")
+            cluster.start("b1")
+            await until(lambda: active(probe) == {"b0", "b1"}, 20, "b0 and b1 active")
+            cluster.signal("b1", signal.SIGKILL)
+            await until(lambda: active(probe) == {"b0"}, FROZEN_WILL_WITHIN, "b1 cleared")
+            cluster.signal("b0", signal.SIGKILL)
+            await asyncio.sleep(1.0)
+            assert active(probe) == {"b0"}  # retained, and no will will clear it
+            cluster.start("b2")
+            await until(lambda: active(probe) == {"b2"}, 20, "b0 cleared, b2 active")
+            desk = await admin.desk_session(state="chatbot")
+            sids = [desk, *(f"gone-{i}" for i in range(11))]  # once b0's keys among them
+            assert any(owner_of(s, ["b0", "b2"]) == "b0" for s in sids)
+            for sid in sids:
+                answer = await probe.request("desk/get_session_state", {"session_id": sid}, 5)
+                assert answer["status"] == "ok" or answer["error"]["code"] == "session_not_found"
+            states = probe.on("bridge/state")
+            assert states[-1] == {"state": "online"}, states
+        finally:
+            cluster.stop_all()
+
+
+async def test_the_last_active_instance_leaving_while_another_joins(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """b0, alone active, stops while b1 is still joining: `offline` is right for that moment,
+    and b1 says `online` once it is active (it reads offline only when no instance is left)."""
+    async with emulator() as emu, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path, TENCENT2MQTT_CLUSTER__SETTLE="3")
+        try:
+            cluster.start("b0")
+            await until(lambda: active(probe) == {"b0"}, 20, "b0 active")
+            cluster.start("b1")
+            await until(lambda: docs(probe).get("b1", {}).get("state") == "joining", 20, "b1")
+            assert await cluster.terminate("b0") == 0
+            assert probe.on("bridge/state")[-1] == {"state": "offline", "reason": "shutdown"}
+            await until(lambda: active(probe) == {"b1"}, 20, "b1 active")
+            assert probe.on("bridge/state")[-1] == {"state": "online"}  # before its `active`
+        finally:
+            cluster.stop_all()

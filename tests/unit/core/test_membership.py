@@ -28,6 +28,7 @@ class Node:
     def __init__(self, name: str, clock: FakeClock, settle: float = 2.0) -> None:
         self.ownership = Ownership(name, clustered=True)
         self.published: list[str] = []
+        self.cleared: list[str] = []
         self.changes: list[Change] = []
         self.m = Membership(
             ownership=self.ownership,
@@ -35,6 +36,7 @@ class Node:
             freeze_limit=1.0,
             clock=clock,
             publish_doc=self.published.append,
+            clear_doc=self.cleared.append,
         )
         self.m.listeners.append(self.changes.append)
 
@@ -224,3 +226,48 @@ def test_while_nobody_is_active_one_joining_instance_answers_retry() -> None:
     advance(clock, [a, b], 2.1)
     deliver([a, b], "a", doc(ACTIVE))
     assert not any(n.ownership.answers_unowned(k) for n in (a, b) for k in keys)
+
+
+def test_a_joiner_clears_the_documents_nobody_answers_for() -> None:
+    """Every instance died at once: their `active` documents stay retained, and no will names
+    them all. A new instance hears nothing from them while it settles, and clears them."""
+    clock = FakeClock()
+    new = Node("n", clock)
+    for ghost in ("g1", "g2"):
+        new.m.on_doc(ghost, doc(ACTIVE))  # retained, delivered on subscribe
+    new.m.connected()
+    new.m.on_doc("n", doc(JOINING))  # its own document is back
+    advance(clock, [new], 2.1)
+    assert new.m.state == ACTIVE and sorted(new.cleared) == ["g1", "g2"]
+    assert new.m.live() == {"n": ACTIVE}
+    new.m.on_doc("n", doc(ACTIVE))
+    assert new.ownership.owns("any key") and new.m.active == frozenset({"n"})
+
+
+def test_a_live_instance_answers_a_joiner_and_is_kept() -> None:
+    clock = FakeClock()
+    a, b, c = _cluster(clock)
+    d = Node("d", clock)
+    for node in (a, b, c):
+        d.m.on_doc(node.m.me, doc(ACTIVE))  # retained
+    d.m.connected()
+    deliver([a, b, c, d], "d", doc(JOINING))
+    assert [n.published[-1] for n in (a, b, c)] == [ACTIVE] * 3  # each answers once
+    for node in (a, b):
+        deliver([a, b, c, d], node.m.me, doc(ACTIVE))  # c is frozen: its answer never comes
+    deliver([a, b, c, d], "d", doc(JOINING))  # the same joiner again: nobody answers twice
+    assert [len(n.published) for n in (a, b, c)] == [3, 3, 3]
+    advance(clock, [a, b, d], 2.1)
+    assert d.cleared == ["c"] and d.m.state == ACTIVE
+    assert a.cleared == b.cleared == []
+
+
+def test_no_sweep_before_the_joiners_own_document_is_back() -> None:
+    """A joiner that has not heard its own `joining` cannot tell who answered it."""
+    clock = FakeClock()
+    new = Node("n", clock)
+    new.m.on_doc("g", doc(ACTIVE))
+    new.m.connected()
+    advance(clock, [new], 2.1)
+    assert new.m.state == ACTIVE and new.cleared == []
+    assert "g" in new.m.live()
