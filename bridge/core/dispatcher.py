@@ -118,7 +118,8 @@ class Dispatcher:
         if route is None:
             return None  # one of the bridge's own output topics (another instance's)
         if self._owns is not None and not (msg.retain and not msg.payload):
-            key = request_key(route, msg.payload, max_payload=self._config.max_payload)
+            limit = payload_limit(route.action, self._config)  # audio: its session too
+            key = request_key(route, msg.payload, max_payload=limit)
             if not self._owns(key):
                 if busy is not None or self._unowned is None or not self._unowned(key):
                     return None  # its owner answers it

@@ -7,6 +7,7 @@ carried (documents, answers, events)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from bridge.cli.demo.tone import tone_pcm, wav_of
 from bridge.emulator import Emulator
 from tests.support.broker import Broker
 from tests.support.cloud import Admin, emulator
@@ -229,6 +231,32 @@ async def test_a_sessions_stream_max_interval_reaches_its_owner(running: Running
     later = await probe.request("ivh/stream_text", {"session_id": sid, "text": "two."})
     assert later["data"]["req_id"] == first["data"]["req_id"], (first, later)
     assert later["data"]["seq"] == 2
+
+
+async def test_a_large_json_audio_request_is_run_by_the_sessions_owner(running: Running) -> None:
+    """A 3 s WAV as base64 JSON is over `bridge.max_payload`, within the audio limit: it is
+    keyed by its session like a small one, so no other instance opens a second socket."""
+    probe = running.probe
+    by_action = owner_of("ivh/send_audio", NAMES)
+    for user in range(12):
+        created = await probe.request(
+            "ivh/create_session",
+            {"virtualman_project_id": "p", "user_id": f"voice-{user}", "driver_type": 3},
+        )
+        sid = str(created["session_id"])
+        if owner_of(sid, NAMES) != by_action:
+            break
+    assert owner_of(sid, NAMES) != by_action
+    await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+    assert (await probe.request("ivh/start_session", {"session_id": sid}))["status"] == "ok"
+    await probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected", 10)
+    audio = base64.b64encode(wav_of(tone_pcm(3.0))).decode()
+    assert len(audio) > 65536
+    done = await probe.request("ivh/send_audio", {"session_id": sid, "audio": audio}, 20)
+    assert done["status"] == "ok", done
+    assert done["data"]["duration_ms"] == 3000
+    stats = socket_stats(running.emu)[sid]
+    assert stats.get("opened") == 1 and not stats.get("refused_busy"), stats
 
 
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(

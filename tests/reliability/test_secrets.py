@@ -6,14 +6,17 @@ shown to catch what it should, and secrets are read from `*_FILE` variables (Doc
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bridge.cli.demo.tone import tone_pcm, wav_of
 from tests.reliability.conftest import calls, emulator_env
 from tests.support import figures, leaks
 from tests.support.bridge import BridgeProcess, mqtt_env
@@ -64,6 +67,17 @@ async def test_a_probe_registers_its_traffic(world: World) -> None:
     world.probe.messages.append(Received("x", sig.encode(), False))
     assert leaks.watch().scan(), "a UserSig in MQTT traffic must be reported"
     world.probe.messages.pop()
+
+
+def test_the_usersig_shape_is_a_token_not_a_run_inside_standard_base64() -> None:
+    """A UserSig in a query, JSON or a log line is caught; a WAV as standard base64 (whose
+    letters can run 60 long between `+` and `/`) is not one."""
+    sig = a_usersig()
+    for text in (f"GET /v4/x?usersig={sig}&random=1", f'{{"usersig":"{sig}"}}', f"sig {sig}"):
+        assert leaks.USERSIG_SHAPE.search(text), text
+    wav = base64.b64encode(wav_of(tone_pcm(3.0))).decode()
+    assert re.search(r"eJ[A-Za-z0-9]{60,}", wav)  # the run that looked like one
+    assert not leaks.USERSIG_SHAPE.search(f'{{"audio":"{wav}"}}')
 
 
 async def test_secrets_from_files_work_and_never_show(

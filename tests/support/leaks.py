@@ -16,8 +16,10 @@ from urllib.parse import unquote, urlsplit
 
 from bridge.tencent.redact import RedactQueryFilter
 
-# A Desk UserSig: zlib data (0x78 0x9c -> "eJ") in Tencent's base64 variant (`*`, `-`, `_`).
-USERSIG_SHAPE = re.compile(r"eJ[A-Za-z0-9*_-]{60,}")
+# A Desk UserSig: zlib data (0x78 0x9c -> "eJ") in Tencent's base64 variant (`*`, `-`, `_`), as
+# a token of its own: a run of the same letters inside standard base64 (`+`, `/`: a WAV in an
+# `ivh/send_audio` request) is not one.
+USERSIG_SHAPE = re.compile(r"(?<![A-Za-z0-9+/])eJ[A-Za-z0-9*_-]{60,}(?![A-Za-z0-9*_+/-])")
 _MIN_SECRET = 4  # shorter values ("k", "u") would match everywhere and prove nothing
 
 Source = Callable[[], Iterable[tuple[str, str]]]

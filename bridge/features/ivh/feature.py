@@ -472,6 +472,8 @@ class IvhFeature:
             )
         if state.status_code != 1:
             raise ChannelError(f"the session is {state.status}, not in progress yet")
+        if not self._owns(sid):  # its owner holds the one socket Tencent allows (scale-out.md)
+            raise ChannelError(f"another bridge instance drives session {sid} now; retry")
         return self._channel(sid)
 
 
