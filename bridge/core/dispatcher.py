@@ -118,7 +118,7 @@ class Dispatcher:
         if route is None:
             return None  # one of the bridge's own output topics (another instance's)
         if self._owns is not None and not (msg.retain and not msg.payload):
-            limit = payload_limit(route.action, self._config)  # audio: its session too
+            limit = payload_limit(route.action or "", self._config)  # audio: its session too
             key = request_key(route, msg.payload, max_payload=limit)
             if not self._owns(key):
                 if busy is not None or self._unowned is None or not self._unowned(key):
