@@ -278,3 +278,44 @@ async def test_the_last_active_instance_leaving_while_another_joins(
             assert probe.on("bridge/state")[-1] == {"state": "online"}  # before its `active`
         finally:
             cluster.stop_all()
+
+
+async def test_after_a_broker_restart_the_owners_retain_their_states_and_watches_again(
+    own_broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """The broker comes back empty (no persistence): each owner retains its sessions' states
+    again without being asked, and a watch still outlives its instance."""
+    async with emulator() as emu, Admin(emu) as admin:
+        # a listing poll every 3 s: the outage and the settle fit between two polls
+        cluster = Cluster(own_broker, base, emu, tmp_path, TENCENT2MQTT_IVH__POLL_INTERVAL="3")
+        cluster.start_all()
+        try:
+            async with Probe(own_broker.port, base) as probe:
+                await all_active(probe, NAMES)
+                sids = await _sessions(admin, emu, 6)
+                desk = await admin.desk_session(state="chatbot")
+                assert (await probe.request("desk/watch", {"session_id": desk, "interval": 0.3}))[
+                    "status"
+                ] == "ok"
+                await probe.wait_json(f"desk/{desk}/state", lambda s: s["state"] == "chatbot")
+            own_broker.kill()
+            await asyncio.sleep(1.0)
+            own_broker.start()
+            async with Probe(own_broker.port, base) as probe:
+                await all_active(probe, NAMES, 20)
+                kept = await probe.wait_json(f"desk/{desk}/state", lambda s: bool(s["watch"]), 10)
+                assert kept["state"] == "chatbot" and kept["watch"] == {"interval": 0.3}
+                for sid in sids:
+                    await probe.wait_json(f"ivh/{sid}/state", lambda s: s["started"], 10)
+                await probe.wait_json("ivh/sessions", lambda s: len(s["sessions"]) == 6, 10)
+                watcher = owner_of(desk, NAMES)
+                assert await cluster.terminate(watcher) == 0
+                cluster.start(watcher)
+                await all_active(probe, NAMES, 20)
+                await admin.desk_state(desk, "agent", "a1")
+                change = await probe.wait_json(
+                    f"desk/{desk}/event", lambda e: e["type"] == "state_changed", 10
+                )
+                assert change["after"] == "agent"
+        finally:
+            cluster.stop_all()

@@ -62,6 +62,7 @@ class DeskFeature:
         self._membership = deps.membership
         # In a cluster: the bodies this instance retained lately (their echo is not news)
         self._mine: dict[str, deque[bytes]] = {}
+        self._reassert = False  # fenced since the last re-assertion of the owned states
         if deps.membership is not None:
             deps.membership.listeners.append(self._moved)
         self._states: dict[str, StateKey] = {}
@@ -367,9 +368,18 @@ class DeskFeature:
         return len(owned)
 
     def _moved(self, change: Change) -> None:
-        """Fenced: drop every stream now, without a call (the new owner starts a new message)."""
+        """Fenced: drop every stream now, without a call (the new owner starts a new message).
+        Active again after that: retain the states and watches of the sessions it owns again,
+        which a broker restarted without persistence has lost (docs/scale-out.md)."""
+        assert self._membership is not None
         if not change.fenced:
+            me = self._membership.me
+            if self._reassert and me in change.after and me not in change.before:
+                self._reassert = False
+                for sid in [s for s in self._states if self._owns(s)]:
+                    self._share_watch(sid)
             return
+        self._reassert = True
         lost = BridgeError(
             "the bridge lost its MQTT connection", code="channel_unavailable", retryable=True
         )

@@ -166,6 +166,9 @@ class IvhFeature:
         if change.fenced:
             for sid in list(self._channels):
                 self._drop_channel(sid)
+            # The broker may have lost the states (restarted without persistence): whoever
+            # takes the poll next republishes them all (`_poll_loop`), this instance too.
+            self._polling = False
             return
         if not self._cfg.channel.auto_connect:
             return
