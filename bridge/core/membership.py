@@ -162,6 +162,8 @@ class Membership:
         self._settle_at = 0.0
         self._last_tick = clock()
         self.listeners: list[Callable[[Change], None]] = []
+        # What a release announcement carries for the new owners (the features' handoffs)
+        self.release_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.fences = 0
 
     # -- this instance --------------------------------------------------------------------------
@@ -277,10 +279,17 @@ class Membership:
         self._apply()
         return True
 
-    def on_release(self, instance: str) -> None:
-        """`instance` released what it no longer owns."""
-        if instance != self.me:
-            self.handover.released(instance)
+    def on_release(self, instance: str, body: dict[str, Any] | None = None) -> None:
+        """`instance` released what it no longer owns; `body` is its announcement, which the
+        features read before any of them starts work on what it released."""
+        if instance == self.me:
+            return
+        for listener in self.release_listeners:
+            try:
+                listener(body or {})
+            except Exception:
+                log.exception("cluster: a release listener failed")
+        self.handover.released(instance)
 
     # -- views ------------------------------------------------------------------------------------
     def live(self) -> dict[str, str]:

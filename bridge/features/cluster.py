@@ -10,6 +10,7 @@ then the release is announced.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,8 +32,9 @@ ONLINE = dumps({"state": "online"})
 class Releaser(Protocol):
     """A feature holding per-key state: it lets go of what a change moved away."""
 
-    async def release(self, change: Change) -> None:
-        """Finish and close what this instance no longer owns (not called when fenced)."""
+    async def release(self, change: Change) -> dict[str, Any] | None:
+        """Finish and close what this instance no longer owns (not called when fenced); what
+        the new owners need to know, for the release announcement."""
 
 
 class ClusterFeature:
@@ -104,7 +106,7 @@ class ClusterFeature:
             return True
         releaser = topics.releaser_of(msg.topic)
         if releaser is not None:
-            self.membership.on_release(releaser)
+            self.membership.on_release(releaser, _release_body(msg.payload))
             return True
         return False
 
@@ -154,13 +156,19 @@ class ClusterFeature:
             if self._changes.empty():
                 self._idle.set()
             change = await self._changes.get()
+            handoff: dict[str, Any] = {}
             for releaser in self.releasers:
                 try:
-                    await releaser.release(change)
+                    handoff.update(await releaser.release(change) or {})
                 except Exception:
                     log.exception("cluster: releasing moved keys failed")
             if self.membership.state != DOWN:
-                body = {"instance": self.me, "active": sorted(change.after), "at": now_iso()}
+                body = {
+                    "instance": self.me,
+                    "active": sorted(change.after),
+                    "at": now_iso(),
+                    **handoff,
+                }
                 self._publisher.publish(self._topics.release(self.me), dumps(body))
                 self.releases += 1
 
@@ -215,3 +223,12 @@ class ClusterFeature:
             "fences": self.membership.fences,
             "releases": self.releases,
         }
+
+
+def _release_body(payload: bytes) -> dict[str, Any]:
+    """A release announcement as a dict ({} when it is not one: the release still counts)."""
+    try:
+        body = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -259,6 +259,31 @@ async def test_a_large_json_audio_request_is_run_by_the_sessions_owner(running: 
     assert stats.get("opened") == 1 and not stats.get("refused_busy"), stats
 
 
+async def test_a_graceful_move_publishes_no_speak_status_twice(running: Running) -> None:
+    """After a move the cloud re-sends the last drives' speak statuses to the new owner's
+    socket (docs/protocol.md A.4); the old owner's release hands their keys over."""
+    probe = running.probe
+    [sid] = await running.sessions(1)
+    said = await probe.request("ivh/send_text", {"session_id": sid, "text": "hello"})
+    assert said["status"] == "ok", said
+    req_id = said["data"]["req_id"]
+
+    def statuses() -> list[tuple[object, ...]]:
+        return [
+            (e["data"].get("req_id"), e["data"].get("speak_status"), e["data"].get("seq"))
+            for e in probe.on(f"ivh/{sid}/event")
+            if e["type"] == "speak_status"
+        ]
+
+    await until(lambda: (req_id, "TextOver") in [s[:2] for s in statuses()], 10, "TextOver")
+    opened = socket_stats(running.emu)[sid]["opened"]
+    assert await running.cluster.terminate(owner_of(sid, NAMES)) == 0
+    await until(lambda: socket_stats(running.emu)[sid]["opened"] > opened, 15, "a new socket")
+    await asyncio.sleep(1.0)  # the re-sent frames have come
+    seen = statuses()
+    assert len(seen) == len(set(seen)), seen
+
+
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
     running: Running,
 ) -> None:

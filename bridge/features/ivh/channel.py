@@ -32,10 +32,11 @@ from websockets.uri import WebSocketURI, parse_uri
 from bridge.core.backoff import backoff
 from bridge.core.condition import Condition
 from bridge.errors import ChannelError
-from bridge.features.ivh.frames import heartbeat, parse_downstream
+from bridge.features.ivh.frames import SCALARS, heartbeat, parse_downstream
 
 log = logging.getLogger(__name__)
 _REPLAY_MEMORY = 512
+HANDED_OVER = 32  # replay keys passed to a new owner (the cloud re-sends its last 3 drives')
 # Tencent wants text drives *more than* 1 s apart as it receives them (A.5): a margin on top of
 # `text_interval` (a tenth of it, at most 0.1 s), so network jitter cannot bring two closer.
 _PACE_MARGIN = 0.1
@@ -243,6 +244,16 @@ class SessionChannel:
             self._starting.discard(req_id)
             if not self._starting:
                 self._started.set()
+
+    def recent_replays(self) -> list[list[Any]]:
+        """The latest replay keys seen, for the next owner of the session (a move)."""
+        return [list(key) for key in list(self._seen)[-HANDED_OVER:]]
+
+    def seed(self, keys: list[Any]) -> None:
+        """Replay keys the previous owner saw: frames with them are the cloud's re-sends."""
+        for key in keys:
+            if isinstance(key, list) and len(key) == 4 and all(isinstance(k, SCALARS) for k in key):
+                self._seen.setdefault(tuple(key), 0)  # before this channel's first connection
 
     def _replayed(self, key: tuple[Any, ...]) -> bool:
         """A frame first seen on an earlier connection: the cloud's re-send after a reconnect.

@@ -78,8 +78,11 @@ class IvhFeature:
         self._tg: asyncio.TaskGroup | None = None
         self._utterances = Utterances()
         self._polling = False  # this instance owns the listing poll (always, alone)
+        # Replay keys a previous owner handed over, for channels not open here yet
+        self._seeds: dict[str, list[Any]] = {}
         if deps.membership is not None:
             deps.membership.listeners.append(self._moved)
+            deps.membership.release_listeners.append(self._handed_over)
         self._voice = Voice(utterances=self._utterances, timeout=self._cfg.request_timeout)
         self._locks: dict[str, asyncio.Lock] = {}
         self._condition = Condition(name="ivh", logger=log)
@@ -182,15 +185,33 @@ class IvhFeature:
             ):
                 self._channel(sid)
 
-    async def release(self, change: Change) -> None:
+    async def release(self, change: Change) -> dict[str, Any]:
         """Close the channels of sessions this instance no longer owns, once the drives they
-        had already taken are on the socket (bounded by `request_timeout`)."""
+        had already taken are on the socket (bounded by `request_timeout`). The announcement
+        carries each one's recent speak-status keys: the cloud re-sends those to the new
+        owner's socket (docs/protocol.md A.4), which must not publish them twice."""
         lost = [sid for sid in self._channels if not self._owns(sid)]
         holding = [c for sid in lost if (c := self._channels.get(sid)) is not None]
         await until(lambda: not any(c.queue_depth for c in holding), self._cfg.request_timeout)
+        replays = {c.session_id: c.recent_replays() for c in holding}
         tasks = [t for sid in lost if (t := self._drop_channel(sid)) is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+        return {"ivh_replays": {sid: keys for sid, keys in replays.items() if keys}}
+
+    def _handed_over(self, body: dict[str, Any]) -> None:
+        """A release announcement: seed the channels of the sessions this instance takes."""
+        replays = body.get("ivh_replays")
+        if not isinstance(replays, dict):
+            return
+        for sid, keys in replays.items():
+            if not isinstance(keys, list) or not self._owns(sid):
+                continue
+            channel = self._channels.get(sid)
+            if channel is not None:
+                channel.seed(keys)
+            else:
+                self._seeds[sid] = keys
 
     def _drop_channel(self, sid: str) -> asyncio.Task[None] | None:
         self._utterances.forget(sid)
@@ -244,6 +265,7 @@ class IvhFeature:
         channel = self._channels.get(sid)
         if channel is None:
             channel = SessionChannel(sid, host=self, settings=self._channel_settings)
+            channel.seed(self._seeds.pop(sid, []))
             self._channels[sid] = channel
             if self._tg is not None:
                 self._spawn(channel)

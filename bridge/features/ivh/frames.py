@@ -102,7 +102,7 @@ def _event_type(body: dict[str, Any], header_code: Any) -> str:
     return _EVENT_BY_TYPE.get(kind, "downstream") if isinstance(kind, int) else "downstream"
 
 
-_SCALARS = (str, int, float, type(None))
+SCALARS = (str, int, float, type(None))
 
 
 def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -112,7 +112,7 @@ def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
     key = (body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType"))
     # A list or an object where the protocol has a string or a number cannot be a key: such a
     # frame is published as it is, without de-duplication.
-    return key if all(isinstance(part, _SCALARS) for part in key) else None
+    return key if all(isinstance(part, SCALARS) for part in key) else None
 
 
 def pieces(text: str, limit: int) -> list[str]:

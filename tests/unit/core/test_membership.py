@@ -271,3 +271,18 @@ def test_no_sweep_before_the_joiners_own_document_is_back() -> None:
     advance(clock, [new], 2.1)
     assert new.m.state == ACTIVE and new.cleared == []
     assert "g" in new.m.live()
+
+
+def test_a_release_is_read_by_the_features_before_it_opens_the_gate() -> None:
+    clock = FakeClock()
+    _a, b, _c = _cluster(clock)
+    bodies: list[dict[str, object]] = []
+
+    def broken(body: dict[str, object]) -> None:
+        raise RuntimeError("a listener that fails")
+
+    b.m.release_listeners.extend([broken, bodies.append])
+    b.m.on_release("a", {"ivh_replays": {"s": [["r", "TextOver", 0, None]]}})
+    b.m.on_release("b", {"ignored": True})  # its own announcement
+    b.m.on_release("a")
+    assert bodies == [{"ivh_replays": {"s": [["r", "TextOver", 0, None]]}}, {}]

@@ -166,3 +166,25 @@ async def test_text_drives_arrive_more_than_the_interval_apart() -> None:
         times = [at for at, _ in server.received]
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= 0.55 - 0.03 for gap in gaps), gaps
+
+
+async def test_keys_handed_over_by_a_previous_owner_are_replays_on_the_first_connection() -> None:
+    """A moved session: the cloud re-sends to the new owner's first socket what the old owner
+    published; the keys it handed over (`seed`) say which. Malformed keys are ignored."""
+    server = Server([[speak("TextStart"), speak("TextOver"), speak("SentenceOver", 2)]])
+    async with serve(server.handler, "127.0.0.1", 0) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        host = Host(f"ws://127.0.0.1:{port}/v2/ws/ivh/commandchannel?requestid={SID}")
+        chan = SessionChannel(SID, host=host, settings=ChannelSettings())
+        handed = [["r1", "TextStart", None, None], ["r1", "TextOver", None, None]]
+        chan.seed([*handed, ["r1", "SentenceOver"], "r1", ["r1", ["x"], 2, None]])
+        assert chan.recent_replays() == handed
+        task = asyncio.create_task(chan.run())
+        try:
+            await until(lambda: host.events)
+            await asyncio.sleep(0.1)
+        finally:
+            chan.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert [d["speak_status"] for _, d in host.events] == ["SentenceOver"]
