@@ -116,6 +116,7 @@ class App:
             settle=self.settings.cluster.settle,
             keepalive=self.settings.mqtt.keepalive,
             group=self.settings.cluster_group(),
+            release_bound=release_bound(self.settings),
         )
         self.link.on_connect.append(cluster.connected)
         self.link.on_disconnect.append(cluster.disconnected)
@@ -295,3 +296,10 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         except Exception:
             log.exception("task %s failed; restarting in 1 s", name)
             await asyncio.sleep(1.0)
+
+
+def release_bound(settings: Settings) -> float:
+    """How long a live previous owner may take to release a moved key: the features' release
+    lets queued drives and streams go out for up to a request timeout, then closes the IVH
+    channels (5 s at most), docs/scale-out.md "Moves"."""
+    return max(settings.ivh.request_timeout, settings.desk.request_timeout) + 5.0

@@ -88,27 +88,41 @@ def will_instance(payload: bytes) -> str | None:
     return instance if isinstance(instance, str) and instance else None
 
 
-class Handover:
-    """When a new owner may start a key's stateful work after a move."""
+@dataclass(slots=True)
+class _Move:
+    """One change of the active set, as far as a new owner still waits on it."""
 
-    def __init__(self, *, me: str, settle: float, clock: Clock) -> None:
+    before: frozenset[str]
+    waiting: set[str]  # previous owners still live, not released yet
+    until: float
+
+
+class Handover:
+    """When a new owner may start a key's stateful work after a move.
+
+    Each change is kept until its wait is over, so a key that moved in one change still waits
+    for its previous owner when another change follows at once (a rolling restart). A live
+    previous owner is waited for as long as its release can take (`bound`: it lets the drives
+    it had taken reach the socket first), never less than `settle`."""
+
+    def __init__(self, *, me: str, settle: float, clock: Clock, bound: float = 0.0) -> None:
         self._me = me
-        self._settle = settle
+        self._wait = max(settle, bound)
         self._clock = clock
-        self._previous: frozenset[str] = frozenset()
-        self._waiting: set[str] = set()  # previous owners still live, not released yet
-        self._until = 0.0
+        self._moves: list[_Move] = []
         self._released = asyncio.Event()
 
     def changed(self, before: frozenset[str], live: set[str]) -> None:
         """The active set changed from `before`; `live` is who still has a document."""
-        self._previous = before
-        self._waiting = {i for i in before if i != self._me and i in live}
-        self._until = self._clock() + self._settle
+        now = self._clock()
+        self._moves = [m for m in self._moves if m.waiting and now < m.until]
+        waiting = {i for i in before if i != self._me and i in live}
+        self._moves.append(_Move(before, waiting, now + self._wait))
 
     def released(self, instance: str) -> None:
         """`instance` announced its release (after the last change, in stream order)."""
-        self._waiting.discard(instance)
+        for move in self._moves:
+            move.waiting.discard(instance)
         self._released.set()
         self._released = asyncio.Event()
 
@@ -118,16 +132,22 @@ class Handover:
 
     def waits_for(self, key: str) -> str | None:
         """The previous owner whose release the key still waits for, else None."""
-        previous = owner(key, self._previous)
-        if previous is None or previous not in self._waiting or self._clock() >= self._until:
-            return None
-        return previous
+        move = self._pending(key)
+        return owner(key, move.before) if move is not None else None
+
+    def _pending(self, key: str) -> _Move | None:
+        now = self._clock()
+        for move in self._moves:
+            previous = owner(key, move.before)
+            if previous != self._me and previous in move.waiting and now < move.until:
+                return move
+        return None
 
     async def gate(self, key: str) -> None:
-        """Return once this instance may start `key`'s work (release seen, or settle over)."""
-        while self.waits_for(key) is not None:
+        """Return once this instance may start `key`'s work (release seen, or the wait over)."""
+        while (move := self._pending(key)) is not None:
             event = self._released
-            remaining = self._until - self._clock()
+            remaining = move.until - self._clock()
             try:
                 await asyncio.wait_for(event.wait(), max(0.0, remaining))
             except TimeoutError:
@@ -146,6 +166,7 @@ class Membership:
         clock: Clock,
         publish_doc: Callable[[str], None],
         clear_doc: Callable[[str], None] = lambda instance: None,
+        release_bound: float = 0.0,
     ) -> None:
         self.me = ownership.instance_id
         self._ownership = ownership
@@ -156,7 +177,7 @@ class Membership:
         self._clear_doc = clear_doc
         # Others heard since this instance's `joining` came back; None: not back yet
         self._heard: set[str] | None = None
-        self.handover = Handover(me=self.me, settle=settle, clock=clock)
+        self.handover = Handover(me=self.me, settle=settle, clock=clock, bound=release_bound)
         self.state = DOWN
         self._docs: dict[str, str] = {}  # instance -> state, as delivered
         self._settle_at = 0.0

@@ -51,6 +51,7 @@ class ClusterFeature:
         settle: float,
         keepalive: float,
         group: str,
+        release_bound: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topics = topics
@@ -68,6 +69,7 @@ class ClusterFeature:
             clock=clock,
             publish_doc=self._publish_doc,
             clear_doc=self._clear_doc,
+            release_bound=release_bound,
         )
         ownership.guard = self.membership.fresh
         self.membership.listeners.append(self._changed)

@@ -284,6 +284,30 @@ async def test_a_graceful_move_publishes_no_speak_status_twice(running: Running)
     assert len(seen) == len(set(seen)), seen
 
 
+async def test_a_graceful_move_with_drives_queued_opens_no_second_socket(
+    running: Running,
+) -> None:
+    """Five texts paced a second apart outlast `cluster.settle`: the new owner waits for the
+    old owner's release (it lets them out first) instead of being refused a second socket."""
+    probe = running.probe
+    [sid] = await running.sessions(1)
+    sent = []
+    for i in range(5):
+        tx = uuid.uuid4().hex
+        sent.append(tx)
+        body = {"session_id": sid, "text": f"t{i}", "transaction": tx}
+        await probe.publish("bridge/request/ivh/send_text", body)
+    await asyncio.sleep(0.3)
+    assert await running.cluster.terminate(owner_of(sid, NAMES)) == 0
+    after = await probe.request("ivh/send_text", {"session_id": sid, "text": "after"}, 20)
+    assert after["status"] == "ok", after
+    answers = [m.json() for m in probe.messages if m.topic.endswith("/response/ivh/send_text")]
+    assert sorted(a["transaction"] for a in answers if a["transaction"] in sent) == sorted(sent)
+    assert all(a["status"] == "ok" for a in answers), answers
+    stats = socket_stats(running.emu)[sid]
+    assert stats.get("opened") == 2 and not stats.get("refused_busy"), stats
+
+
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
     running: Running,
 ) -> None:

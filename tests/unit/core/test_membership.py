@@ -14,6 +14,7 @@ from bridge.core.membership import (
     JOINING,
     LEAVING,
     Change,
+    Handover,
     Membership,
     parse_doc,
     will_instance,
@@ -140,18 +141,47 @@ def test_a_new_owner_does_not_wait_for_a_dead_one() -> None:
     assert b.ownership.owns(key) and b.m.handover.waits_for(key) is None
 
 
-def test_the_gate_opens_after_settle_at_most() -> None:
+def test_the_gate_opens_after_its_wait_at_most() -> None:
     async def scenario() -> None:
-        a, b = _cluster(FakeClock(), ("a", "b"))
-        key = next(k for k in (f"s{i}" for i in range(100)) if a.ownership.owns(k))
-        deliver([a, b], "a", doc(LEAVING))
-        b.m.handover._settle = 0.05  # noqa: SLF001 (the test sets the fake clock)
-        b.m.handover._clock = asyncio.get_running_loop().time  # noqa: SLF001 (the test sets the fake clock)
-        b.m.handover.changed(frozenset({"a", "b"}), {"a", "b"})
+        loop = asyncio.get_running_loop()
+        handover = Handover(me="b", settle=0.05, clock=loop.time)
+        key = next(k for k in (f"s{i}" for i in range(100)) if owner(k, {"a", "b"}) == "a")
+        handover.changed(frozenset({"a", "b"}), {"a", "b"})  # a leaves, still live
         async with asyncio.timeout(1):
-            await b.m.handover.gate(key)
+            await handover.gate(key)
 
     asyncio.run(scenario())
+
+
+def test_a_live_previous_owner_is_waited_for_as_long_as_its_release_can_take() -> None:
+    clock = FakeClock()
+    handover = Handover(me="b", settle=2.0, clock=clock, bound=15.0)
+    key = next(k for k in (f"s{i}" for i in range(100)) if owner(k, {"a", "b"}) == "a")
+    handover.changed(frozenset({"a", "b"}), {"a", "b"})
+    clock.now += 14.9  # its queued drives are still going out, paced
+    assert handover.waits_for(key) == "a"
+    clock.now += 0.1
+    assert handover.waits_for(key) is None
+
+
+def test_a_second_change_at_once_does_not_end_the_wait_of_the_first() -> None:
+    """a leaves (its keys go to b and c); c leaves half a second later: a key that moved from
+    a to b still waits for a's release (the second change's `before` names b its owner)."""
+    clock = FakeClock()
+    handover = Handover(me="b", settle=10.0, clock=clock)
+    keys = [f"s{i}" for i in range(200)]
+    moved = next(
+        k for k in keys if owner(k, {"a", "b", "c"}) == "a" and owner(k, {"b", "c"}) == "b"
+    )
+    from_c = next(k for k in keys if owner(k, {"b", "c"}) == "c")
+    handover.changed(frozenset({"a", "b", "c"}), {"a", "b", "c"})
+    clock.now += 0.5
+    handover.changed(frozenset({"b", "c"}), {"a", "b", "c"})
+    assert handover.waits_for(moved) == "a" and handover.waits_for(from_c) == "c"
+    handover.released("c")
+    assert handover.waits_for(moved) == "a" and handover.waits_for(from_c) is None
+    handover.released("a")
+    assert handover.waits_for(moved) is None
 
 
 def test_a_lost_link_fences_and_a_reconnect_joins_again() -> None:
