@@ -103,6 +103,13 @@ def _cluster_topics(t: Topics) -> list[TopicDoc]:
             "An instance released the sessions it no longer owns.",
             retained=False,
         ),
+        _out(
+            "cluster_desk_forward",
+            t.desk_forward(SID),
+            "event",
+            "A Desk callback received by an instance that does not own the session, for its owner.",
+            retained=False,
+        ),
     ]
 
 

@@ -104,6 +104,20 @@ class Topics:
         """The filter matching every instance's release announcements."""
         return self.release("+")
 
+    def desk_forward(self, session_id: str) -> str:
+        """Where an instance hands a Desk callback to the session's owner (docs/scale-out.md)."""
+        return f"{self.base}/bridge/forward/desk/{session_id}"
+
+    @property
+    def desk_forwards(self) -> str:
+        """The filter matching every forwarded Desk callback."""
+        return self.desk_forward("+")
+
+    def desk_forward_of(self, topic: str) -> str | None:
+        """The session id of a forwarded Desk callback's topic, else None."""
+        sid = _leaf_after(topic, f"{self.base}/bridge/forward/desk/")
+        return sid if valid_session_id(sid) else None
+
     def instance_of(self, topic: str) -> str | None:
         """The instance id of a membership document topic, else None."""
         return _leaf_after(topic, f"{self.base}/bridge/instances/")

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import pytest
 
 from bridge.cli.demo.tone import tone_pcm, wav_of
 from bridge.emulator import Emulator
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
 from tests.support.cloud import Admin, emulator
 from tests.support.cluster import (
     KEEPALIVE,
@@ -308,6 +309,41 @@ async def test_a_graceful_move_with_drives_queued_opens_no_second_socket(
     assert stats.get("opened") == 2 and not stats.get("refused_busy"), stats
 
 
+async def test_a_sessions_events_count_one_seq_whoever_saw_each_change(
+    running: Running,
+) -> None:
+    """Created by one instance, polled by another, driven by its owner, a third: every event
+    of the session comes from its owner, `seq` 1, 2, 3, ... without a repeat or a gap."""
+    probe = running.probe
+    creator, poller = owner_of("ivh/create_session", NAMES), owner_of("ivh/poll", NAMES)
+    for user in range(30):
+        created = await probe.request(
+            "ivh/create_session",
+            {"virtualman_project_id": "p", "user_id": f"seq-{user}", "driver_type": 1},
+        )
+        sid = str(created["session_id"])
+        if owner_of(sid, NAMES) not in (creator, poller):
+            break
+    assert owner_of(sid, NAMES) not in (creator, poller)
+    await probe.wait_json(f"ivh/{sid}/state", lambda s: s["status"] == "in_progress")
+    assert (await probe.request("ivh/start_session", {"session_id": sid}))["status"] == "ok"
+    await probe.wait_json(f"ivh/{sid}/channel", lambda c: c["state"] == "connected", 10)
+    said = await probe.request("ivh/send_text", {"session_id": sid, "text": "hello"})
+    await probe.wait_json(
+        f"ivh/{sid}/event", lambda e: e["data"].get("speak_status") == "TextOver", 10
+    )
+    assert (await probe.request("ivh/close_session", {"session_id": sid}))["status"] == "ok"
+    await probe.wait_json(f"ivh/{sid}/event", lambda e: e["type"] == "session_closed", 10)
+    await asyncio.sleep(1.0)  # the poll owner's listing without it, the closing frames
+    events = probe.on(f"ivh/{sid}/event")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), [
+        (e["seq"], e["type"]) for e in events
+    ]
+    types = [e["type"] for e in events]
+    assert types[:3] == ["status_changed", "status_changed", "session_started"], types
+    assert types.count("session_closed") == 1 and said["status"] == "ok"
+
+
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
     running: Running,
 ) -> None:
@@ -423,3 +459,48 @@ async def test_while_the_cluster_starts_a_request_gets_one_retry_answer(
     assert early["error"]["retryable"] is True
     assert later["status"] == "ok", later
     assert len(probe.on("bridge/response/ivh/list_sessions")) == 2  # one answer each
+
+
+async def test_desk_callbacks_to_one_instance_are_published_by_each_sessions_owner(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """Tencent POSTs to one instance (its URL, or a load balancer's choice): the notification
+    goes to the session's owner, which publishes all of its events, one `seq`; a retry that
+    reaches another instance is published once."""
+    path = f"/desk/callback/{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    ports = {name: free_port() for name in NAMES}
+    each = {n: {"TENCENT2MQTT_HTTP__LISTEN": f"127.0.0.1:{ports[n]}"} for n in NAMES}
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        cluster = Cluster(broker, base, emu, tmp_path, each=each, TENCENT2MQTT_DESK__CALLBACK=path)
+        async with cluster.up(probe):
+            sid = next(f"desk-{i}" for i in range(50) if owner_of(f"desk-{i}", NAMES) != "b0")
+            await admin.call(
+                "POST", "/desk/callback", {"url": f"http://127.0.0.1:{ports['b0']}{path}"}
+            )
+            await admin.call("POST", "/desk/sessions", {"session_id": sid})
+            watched = await probe.request("desk/watch", {"session_id": sid, "interval": 0.2})
+            assert watched["status"] == "ok"
+            await admin.call("POST", f"/desk/sessions/{sid}/chat", {"role": "user", "text": "hi"})
+            await admin.desk_state(sid, "agent", "bob@x")
+            await probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "user_message", 10)
+            await probe.wait_json(f"desk/{sid}/state", lambda s: s["state"] == "agent", 10)
+            retry = {"SessionId": sid, "Event": "User.Timeout", "EventTime": 1}
+            query = {
+                "SdkAppid": str(emu.config.sdkappid),
+                "CallbackCommand": "Desk.SessionEventNotify",
+                "RequestID": "retried-1",
+            }
+            async with httpx.AsyncClient() as http:
+                for name in ("b0", "b1", "b2"):  # the same delivery, through each instance
+                    url = f"http://127.0.0.1:{ports[name]}{path}"
+                    answer = await http.post(url, params=query, json=retry)
+                    assert answer.json()["ActionStatus"] == "OK"
+            await probe.wait_json(f"desk/{sid}/event", lambda e: e["type"] == "user_timeout", 10)
+            await asyncio.sleep(1.0)
+    events = probe.on(f"desk/{sid}/event")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), [
+        (e["seq"], e["type"]) for e in events
+    ]
+    types = [e["type"] for e in events]
+    assert types.count("user_message") == 1 and types.count("user_timeout") == 1, types
+    assert [e["after"] for e in events if e["type"] == "state_changed"].count("agent") == 1

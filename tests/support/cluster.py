@@ -64,10 +64,22 @@ class Cluster:
     """`n` bridge processes named b0..b<n-1> under one base topic."""
 
     def __init__(
-        self, broker: Broker, base: str, emu: Emulator, workdir: Path, n: int = 3, **extra: str
+        self,
+        broker: Broker,
+        base: str,
+        emu: Emulator,
+        workdir: Path,
+        n: int = 3,
+        *,
+        each: dict[str, dict[str, str]] | None = None,
+        **extra: str,
     ) -> None:
+        """`extra`: settings of every instance; `each`: of one instance, by name."""
         self.names = [f"b{i}" for i in range(n)]
-        self._env = {name: cluster_env(broker, base, emu, name, **extra) for name in self.names}
+        self._env = {
+            name: cluster_env(broker, base, emu, name, **extra, **(each or {}).get(name, {}))
+            for name in self.names
+        }
         self._workdir = workdir
         self.procs: dict[str, BridgeProcess] = {}
         self.retired: list[BridgeProcess] = []

@@ -81,6 +81,7 @@ class Notification:
     data: dict[str, Any]
     state: DeskState | None
     event_time: int | None = None  # Tencent's EventTime, ms
+    request_id: str | None = None  # Tencent's RequestID (or the body's digest): a retry's too
     confirm: bool = False  # the state after it is to be asked for
 
 
@@ -99,7 +100,7 @@ def snake_keys(value: Any) -> Any:
     return value
 
 
-def notification(body: Mapping[str, Any]) -> Notification | None:
+def notification(body: Mapping[str, Any], request_id: str | None = None) -> Notification | None:
     """The event a B.6 body stands for; None without a valid SessionId."""
     sid = body.get("SessionId")
     if not valid_session_id(sid):
@@ -124,6 +125,7 @@ def notification(body: Mapping[str, Any]) -> Notification | None:
         state=IMPLIED_STATE.get(event_type),
         event_time=stamp if data["time"] is not None else None,  # only a time a date holds
         confirm=event_type in CONFIRM_STATE,
+        request_id=request_id,
     )
 
 
@@ -161,7 +163,7 @@ class CallbackReceiver:
     ) -> None:
         self._sdkappid = str(sdkappid)
         self._on_event = on_event
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
         self._seen = RecentIds()
         self.counts = {"accepted": 0, "duplicates": 0, "refused": 0, "failed": 0}
 
@@ -199,7 +201,7 @@ class CallbackReceiver:
             self.counts["duplicates"] += 1
             return 200, OK  # a retry of one we have: published once (docs/desk.md)
         try:
-            self._queue.put_nowait(body)  # typed by the consumer: the answer waits for less
+            self._queue.put_nowait((request_id, body))  # typed later: the answer waits less
         except asyncio.QueueFull:
             self._seen.forget(request_id)  # not OK: Tencent retries it later
             return 503, _fail(503, "too many notifications waiting")
@@ -214,9 +216,9 @@ class CallbackReceiver:
     async def run(self) -> None:
         """Publish queued notifications in arrival order, forever."""
         while True:
-            body = await self._queue.get()
+            request_id, body = await self._queue.get()
             try:
-                note = notification(body)
+                note = notification(body, request_id)
                 assert note is not None  # accept() let only bodies with a valid SessionId in
                 self._on_event(note)
             except Exception:

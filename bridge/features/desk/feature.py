@@ -22,7 +22,7 @@ from bridge.core.membership import Change
 from bridge.core.waits import until
 from bridge.errors import BridgeError, UpstreamError
 from bridge.features.desk import handover
-from bridge.features.desk.callbacks import CallbackReceiver, Notification
+from bridge.features.desk.callbacks import CallbackReceiver, Notification, RecentIds, notification
 from bridge.features.desk.ended import EndedSessions
 from bridge.features.desk.handover import EndSession, GetMessages, TransferToHuman
 from bridge.features.desk.order import Sent, StateOrder
@@ -72,6 +72,7 @@ class DeskFeature:
         self._watching: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
         self._order = StateOrder()  # which of callbacks and queries moved the state last
+        self._handled = RecentIds()  # RequestIDs taken here, a retry through another instance too
         self._watcher = DeskWatcher(
             poll=self._poll, default_interval=self._cfg.poll_interval, rate=self._cfg.rate_limit
         )
@@ -138,11 +139,37 @@ class DeskFeature:
         return {self._cfg.callback_path: self._callbacks.endpoint}
 
     def _notified(self, note: Notification) -> None:
+        """A notification this instance's endpoint accepted: in a cluster, for the session's
+        owner (docs/scale-out.md), which publishes all of a session's events."""
+        if self._membership is not None and not self._owns(note.session_id):
+            body = {"request_id": note.request_id, "body": note.data["raw"]}
+            self._publisher.publish(self._topics.desk_forward(note.session_id), dumps(body))
+            return
+        self._take(note)
+
+    def _forwarded(self, sid: str, payload: bytes) -> None:
+        """A notification another instance's endpoint accepted: taken by the owner alone."""
+        if not self._owns(sid):
+            return
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+            return
+        request_id = doc.get("request_id")
+        note = notification(doc["body"], request_id if isinstance(request_id, str) else None)
+        if note is not None and note.session_id == sid:
+            self._take(note)
+
+    def _take(self, note: Notification) -> None:
         """Publish one accepted notification, then move the state it implies, or ask for the
         state when the event leaves it open or may be older than what a query found (docs/desk.md
         "State from events"). A late delivery (a retry, a delay) is published as an event but
         moves no state; nor does anything once the session has ended."""
         sid = note.session_id
+        if note.request_id is not None and not self._handled.add(note.request_id):
+            return  # Tencent's retry, received by another instance than the first time
         self._emitter.emit("desk", sid, note.event_type, note.data)
         if not (note.state or note.confirm) or self._has_ended(sid):
             return
@@ -324,13 +351,20 @@ class DeskFeature:
 
     # -- cluster (docs/scale-out.md) -----------------------------------------------------------
     def subscriptions(self) -> list[str]:
-        """In a cluster: every Desk state (the last state seen and the watch)."""
-        return [self._topics.states("desk")] if self._membership is not None else []
+        """In a cluster: every Desk state (the last state seen and the watch), and the
+        callbacks other instances received."""
+        if self._membership is None:
+            return []
+        return [self._topics.states("desk"), self._topics.desk_forwards]
 
     def handles(self, msg: Inbound) -> bool:
         """Learn a retained Desk state another instance published (cluster only)."""
         if self._membership is None:
             return False
+        forwarded = self._topics.desk_forward_of(msg.topic)
+        if forwarded is not None:
+            self._forwarded(forwarded, msg.payload)
+            return True
         sid = self._topics.state_session("desk", msg.topic)
         if sid is None:
             return False

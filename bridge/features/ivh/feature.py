@@ -70,6 +70,7 @@ class IvhFeature:
             on_transition=self._transition,
             learning=clustered,
             snapshot_owner=(lambda: self._owns(POLL_KEY)) if clustered else None,
+            event_owner=self._owns if clustered else None,
         )
         self._ws_base = self._cfg.channel.url or default_channel_url(self._cfg.base_url)
         self._channel_settings = _channel_settings(deps.settings)

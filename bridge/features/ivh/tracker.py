@@ -125,6 +125,7 @@ class SessionTracker:
         on_transition: Transition,
         learning: bool = False,
         snapshot_owner: Callable[[], bool] | None = None,
+        event_owner: Callable[[str], bool] | None = None,
     ) -> None:
         self._publisher = publisher
         self._emitter = emitter
@@ -145,6 +146,9 @@ class SessionTracker:
         self._learning = learning
         self._mine: dict[str, deque[bytes]] = {}
         self._snapshot_owner = snapshot_owner
+        # In a cluster a session's events come from its owner alone, whoever saw the change
+        # (the poll owner, the instance that created it): one `seq` per session.
+        self._event_owner = event_owner
 
     def get(self, session_id: str) -> SessionState | None:
         """The last known state of a session."""
@@ -252,6 +256,14 @@ class SessionTracker:
         self._apply(replace(base, status="closed", status_code=2, updated_at=now_iso()))
 
     def _events(self, before: SessionState | None, after: SessionState) -> None:
+        if self._event_owner is None or self._event_owner(after.session_id):
+            self._emit_changes(before, after)
+        if after.terminal:
+            self._closed_at.setdefault(after.session_id, time.monotonic())
+        else:
+            self._closed_at.pop(after.session_id, None)
+
+    def _emit_changes(self, before: SessionState | None, after: SessionState) -> None:
         was = before.status if before else None
         if was != after.status:
             self._emitter.emit(
@@ -273,12 +285,8 @@ class SessionTracker:
                 before=False,
                 after=True,
             )
-        if after.terminal:
-            self._closed_at.setdefault(after.session_id, time.monotonic())
-            if after.status_code == 2 and was != "closed":
-                self._emitter.emit("ivh", after.session_id, "session_closed", after.as_dict())
-        else:
-            self._closed_at.pop(after.session_id, None)
+        if after.terminal and after.status_code == 2 and was != "closed":
+            self._emitter.emit("ivh", after.session_id, "session_closed", after.as_dict())
 
     def learn(self, session_id: str, payload: bytes) -> None:
         """A retained state another instance published (cluster): known now, not re-published;
@@ -304,8 +312,7 @@ class SessionTracker:
         self._signatures[session_id] = state.signature()
         self._bodies[session_id] = payload
         self._snapshot_dirty = True
-        if state.terminal:
-            self._closed_at.setdefault(session_id, time.monotonic())
+        self._events(before, state)  # the owner's, when another instance saw the change
         self._on_transition(before, state)
         self._flush_soon()
 
