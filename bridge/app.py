@@ -17,6 +17,7 @@ from bridge.core.dispatcher import Dispatcher
 from bridge.core.envelope import Emitter, dumps
 from bridge.core.feature import Feature, handler_of, subscriptions_of, verifier_of
 from bridge.core.inbound import Inbound
+from bridge.core.membership import Change
 from bridge.core.observe import Service
 from bridge.core.ownership import Ownership
 from bridge.core.topics import Topics
@@ -133,6 +134,11 @@ class App:
             if callable(release):
                 cluster.releasers.append(feature)  # type: ignore[arg-type]
         cluster.membership.listeners.append(lambda _: self.bridge.publish_info(self.services))
+        cluster.membership.listeners.append(self._fenced)
+
+    def _fenced(self, change: Change) -> None:
+        if change.fenced:
+            self.dispatcher.fence()
 
     def _deps(self) -> Deps:
         fast = fastpost.enabled(self.settings.bridge.http_fast_path)  # checked (and logged) once

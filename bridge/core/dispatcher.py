@@ -69,6 +69,7 @@ class Dispatcher:
         self._config = config
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fenced: set[asyncio.Task[None]] = set()  # cancelled by `fence`, not a shutdown
         self._dedup = Deduplicator(config.dedup_window)
         self._closing = False
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -109,7 +110,18 @@ class Dispatcher:
         except Exception:  # the bridge never crashes on input
             log.exception("unexpected error refusing a message on %s", msg.topic)
 
+    def fence(self) -> None:
+        """The link was lost (or the process frozen) in a cluster: stop every action now, so
+        none calls Tencent again (a retry, its next step) for a key another instance may own by
+        now (docs/scale-out.md "Failure and fencing"). Each is answered `channel_unavailable`
+        (retryable) once the link is back."""
+        for task in self._tasks:
+            if not task.done():
+                self._fenced.add(task)
+                task.cancel()
+
     def _done(self, task: asyncio.Task[None]) -> None:
+        self._fenced.discard(task)
         self._tasks.discard(task)
         self._room.set()
 
@@ -184,6 +196,12 @@ class Dispatcher:
         try:
             result = await job.action(job.payload)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task in self._fenced and task is not None and not self._closing:
+                task.uncancel()
+                lost = "the bridge lost its MQTT connection while this ran; retry"
+                self.reply_error(ctx, BridgeError(lost, code="channel_unavailable", retryable=True))
+                return
             if self._closing:  # still running when the shutdown grace ran out: say so
                 self.reply_error(ctx, _shutting_down("was cancelled as the bridge stopped"))
             raise

@@ -319,3 +319,38 @@ async def test_after_a_broker_restart_the_owners_retain_their_states_and_watches
                 assert change["after"] == "agent"
         finally:
             cluster.stop_all()
+
+
+async def test_a_fence_stops_an_action_between_its_retries(
+    broker: Broker, base: str, tmp_path: Path
+) -> None:
+    """A Desk query fails (141002, retried after 3 s); its owner is frozen meanwhile, long
+    enough to fence itself when it wakes (0.4 x keepalive), not for its will: it makes no
+    second call, and answers the request `channel_unavailable` (retryable)."""
+    async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
+        slow_retry = {
+            "TENCENT2MQTT_RETRY__INITIAL_DELAY": "3",
+            "TENCENT2MQTT_RETRY__MAX_DELAY": "3",
+        }
+        cluster = Cluster(broker, base, emu, tmp_path, **slow_retry)
+        async with cluster.up(probe):
+            sid = await admin.desk_session(state="chatbot")
+            await admin.fault("get_session_state", 5, error_code=141002)
+            asking = asyncio.create_task(
+                probe.request("desk/get_session_state", {"session_id": sid}, 15)
+            )
+            await until(lambda: _queries(emu) == 1, 5, "the first call")
+            owner = owner_of(sid, NAMES)
+            cluster.signal(owner, signal.SIGSTOP)
+            await asyncio.sleep(1.5)
+            cluster.signal(owner, signal.SIGCONT)
+            answer = await asking
+            await asyncio.sleep(2.5)  # past the retry's delay
+        assert answer["error"]["code"] == "channel_unavailable" and answer["error"]["retryable"]
+        assert _queries(emu) == 1
+
+
+def _queries(emu: Emulator) -> int:
+    """State queries the armed fault answered (their bodies are not kept)."""
+    entries = emu.state.journal.entries(path="get_session_state", kind="http", limit=100_000)
+    return sum(1 for e in entries if e.get("fault") is not None)
