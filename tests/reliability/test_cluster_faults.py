@@ -328,11 +328,14 @@ async def test_a_fence_stops_an_action_between_its_retries(
     enough to fence itself when it wakes (0.4 x keepalive), not for its will: it makes no
     second call, and answers the request `channel_unavailable` (retryable)."""
     async with emulator() as emu, Admin(emu) as admin, Probe(broker.port, base) as probe:
-        slow_retry = {
-            "TENCENT2MQTT_RETRY__INITIAL_DELAY": "3",
-            "TENCENT2MQTT_RETRY__MAX_DELAY": "3",
-        }
-        cluster = Cluster(broker, base, emu, tmp_path, **slow_retry)
+        cluster = Cluster(  # a retry 3 s after a failure
+            broker,
+            base,
+            emu,
+            tmp_path,
+            TENCENT2MQTT_RETRY__INITIAL_DELAY="3",
+            TENCENT2MQTT_RETRY__MAX_DELAY="3",
+        )
         async with cluster.up(probe):
             sid = await admin.desk_session(state="chatbot")
             await admin.fault("get_session_state", 5, error_code=141002)
