@@ -50,6 +50,9 @@ class _Counting:
     def refuse(self, _: Inbound) -> None:
         raise AssertionError("an inbox that takes everything refuses nothing")
 
+    def keeps_order(self, _: Inbound) -> bool:
+        return False
+
 
 def _config(broker: Mosquitto, base: str) -> MqttConfig:
     options: dict[str, Any] = {"url": broker.url, "base_topic": base, "client_id": base}

@@ -270,6 +270,10 @@ class App:
         if not self._own_topic(msg):
             self.dispatcher.refuse(msg)
 
+    def keeps_order(self, msg: Inbound) -> bool:
+        """In a cluster, membership messages keep their place in line (docs/scale-out.md)."""
+        return self.cluster is not None and self.cluster.membership_message(msg)
+
     def _own_topic(self, msg: Inbound) -> bool:
         return any(handles(msg) for handles in self._handlers)
 

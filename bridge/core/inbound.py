@@ -37,3 +37,8 @@ class Inbox(Protocol):
 
     def refuse(self, msg: Inbound) -> None:
         """Answer `msg` without running it: too many already wait."""
+
+    def keeps_order(self, msg: Inbound) -> bool:
+        """Whether `msg` must keep its place in line (a cluster's membership): it waits even
+        when too many wait, and what comes after it waits too instead of being refused, since
+        a refusal is judged by the membership applied so far."""

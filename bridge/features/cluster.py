@@ -112,6 +112,16 @@ class ClusterFeature:
             return True
         return False
 
+    def membership_message(self, msg: Inbound) -> bool:
+        """Whether `msg` is a document, a will or a release: every instance applies those in
+        the same order as the requests, and so must an overloaded one."""
+        topics = self._topics
+        return (
+            msg.topic == topics.state
+            or topics.instance_of(msg.topic) is not None
+            or topics.releaser_of(msg.topic) is not None
+        )
+
     def _state_message(self, payload: bytes) -> None:
         dead = will_instance(payload)
         if dead is not None and self.membership.on_will(dead):

@@ -24,6 +24,7 @@ class InboundQueue:
     def __init__(self, waiting: int) -> None:
         self._max = waiting
         self._waiting: deque[Inbound] = deque()
+        self._ordered = 0  # messages waiting that keep their place (`Inbox.keeps_order`)
         self._arrivals = asyncio.Event()
         self.inbox: Inbox | None = None
 
@@ -35,11 +36,20 @@ class InboundQueue:
         inbox = self.inbox
         if inbox is not None and not self._waiting and _offer(inbox, msg):
             return
-        if inbox is not None and len(self._waiting) >= self._max:
+        keeps = inbox is not None and _keeps_order(inbox, msg)
+        if inbox is not None and not keeps and self._full():
             inbox.refuse(msg)
             return
         self._waiting.append(msg)
+        self._ordered += keeps
         self._arrivals.set()
+
+    def _full(self) -> bool:
+        """Whether a newcomer is refused: `waiting` wait. Behind a message that keeps its place
+        a refusal would be judged too early, so it waits too, up to twice as many (past that
+        the bound on memory comes first)."""
+        limit = 2 * self._max if self._ordered else self._max
+        return len(self._waiting) >= limit
 
     async def pump(self, inbox: Inbox) -> None:
         """Offer what waits, oldest first, as the inbox has room (until cancelled)."""
@@ -50,13 +60,24 @@ class InboundQueue:
                 continue
             await inbox.room()
             while self._waiting and _offer(inbox, self._waiting[0]):
-                self._waiting.popleft()
+                taken = self._waiting.popleft()
+                if self._ordered and _keeps_order(inbox, taken):
+                    self._ordered -= 1
 
     def abandon(self) -> int:
         """Forget what still waits (at shutdown); how many that was."""
         count = len(self._waiting)
         self._waiting.clear()
+        self._ordered = 0
         return count
+
+
+def _keeps_order(inbox: Inbox, msg: Inbound) -> bool:
+    try:
+        return inbox.keeps_order(msg)
+    except Exception:
+        log.exception("MQTT: cannot judge an inbound message on %s", msg.topic[:200])
+        return False
 
 
 def _offer(inbox: Inbox, msg: Inbound) -> bool:

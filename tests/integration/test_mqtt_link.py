@@ -44,6 +44,9 @@ class _Ignore:
     def refuse(self, _: Inbound) -> None:
         raise AssertionError("an inbox that takes everything refuses nothing")
 
+    def keeps_order(self, _: Inbound) -> bool:
+        return False
+
 
 class _OneAtATime:
     """An inbox that holds one message until `release()`: full meanwhile."""
@@ -67,6 +70,9 @@ class _OneAtATime:
 
     def refuse(self, msg: Inbound) -> None:
         self.refused.append(msg)
+
+    def keeps_order(self, _: Inbound) -> bool:
+        return False
 
     def release(self) -> None:
         self.held = False
@@ -182,6 +188,36 @@ async def test_what_waits_for_room_is_offered_while_the_broker_is_down(
                 await asyncio.sleep(0.001)
         assert [m.payload for m in inbox.taken] == [b"%d" % i for i in range(5)]
         assert not link.connected.is_set()
+
+
+class _Membership(_OneAtATime):
+    """One at a time; messages on `.../member/...` keep their place in line."""
+
+    def keeps_order(self, msg: Inbound) -> bool:
+        return "/member/" in msg.topic
+
+
+async def test_a_message_that_keeps_its_place_is_never_refused_nor_passed(
+    own_broker: Broker, base: str
+) -> None:
+    """A membership message arriving with the line full waits in it, and so do the requests
+    behind it (a refusal would judge their owner before it is applied), up to twice the bound."""
+    inbox = _Membership()
+    pub = aiomqtt.Client("127.0.0.1", own_broker.port)
+    async with running_link(own_broker, base, inbox, waiting=3) as link, pub:
+        for i in range(4):
+            await pub.publish(f"{base}/bridge/request/x/{i}", b"%d" % i, 1)
+        await pub.publish(f"{base}/bridge/request/member/a", b"M", 1)
+        for i in range(4, 10):
+            await pub.publish(f"{base}/bridge/request/x/{i}", b"%d" % i, 1)
+        await _until(lambda: len(inbox.refused) == 4)
+        assert link.inbound_waiting == 6
+        async with asyncio.timeout(5):
+            while len(inbox.taken) < 7:
+                inbox.release()
+                await asyncio.sleep(0.001)
+    assert [m.payload for m in inbox.taken] == [b"0", b"1", b"2", b"3", b"M", b"4", b"5"]
+    assert [m.payload for m in inbox.refused] == [b"6", b"7", b"8", b"9"]
 
 
 async def test_beyond_its_bound_the_backlog_has_the_inbox_refuse(
