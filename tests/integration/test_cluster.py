@@ -344,6 +344,47 @@ async def test_a_sessions_events_count_one_seq_whoever_saw_each_change(
     assert types.count("session_closed") == 1 and said["status"] == "ok"
 
 
+async def test_a_text_stream_open_at_a_graceful_move_is_ended_by_the_old_owner(
+    running: Running,
+) -> None:
+    """The old owner ends the open utterance (`IsFinal`, A.5) before it closes the socket;
+    the next chunk starts a new utterance under the new owner."""
+    probe = running.probe
+    [sid] = await running.sessions(1)
+    first = await probe.request("ivh/stream_text", {"session_id": sid, "text": "One, "})
+    assert first["status"] == "ok", first
+    req_id = first["data"]["req_id"]
+    assert await running.cluster.terminate(owner_of(sid, NAMES)) == 0
+    sent = [
+        e["frame"]["Payload"]
+        for e in running.emu.state.journal.entries(kind="ws_in", session_id=sid, limit=10_000)
+        if isinstance(e.get("frame"), dict) and e["frame"].get("Payload", {}).get("ReqId") == req_id
+    ]
+    assert [(p["Data"]["Seq"], p["Data"]["IsFinal"]) for p in sent] == [(1, False), (2, True)]
+    later = await probe.request("ivh/stream_text", {"session_id": sid, "text": "two."}, 20)
+    assert later["status"] == "ok" and later["data"]["req_id"] != req_id
+    assert later["data"]["seq"] == 1
+
+
+async def test_live_audio_at_a_graceful_move_is_ended_by_the_old_owner(running: Running) -> None:
+    probe = running.probe
+    body = await running.admin.call("POST", "/ivh/sessions", {"count": 1, "driver_type": 3})
+    [sid] = body["session_ids"]
+    await until(lambda: running.emu.state.channels.get(sid) is not None, 20, "its channel")
+    await probe.publish(f"ivh/{sid}/audio", tone_pcm(0.5))  # a live piece, no end yet
+    await until(lambda: bool(_audio_frames(running.emu, sid)), 5, "the first packets")
+    assert await running.cluster.terminate(owner_of(sid, NAMES)) == 0
+    frames = _audio_frames(running.emu, sid)
+    assert frames[-1]["IsFinal"] is True and not any(f["IsFinal"] for f in frames[:-1])
+    assert [f["Seq"] for f in frames] == list(range(1, len(frames) + 1))
+
+
+def _audio_frames(emu: Emulator, sid: str) -> list[dict[str, Any]]:
+    entries = emu.state.journal.entries(kind="ws_in", session_id=sid, limit=10_000)
+    payloads = [e["frame"].get("Payload", {}) for e in entries if isinstance(e.get("frame"), dict)]
+    return [p["Data"] for p in payloads if p.get("Command") == "SEND_AUDIO"]
+
+
 async def test_an_ended_desk_session_is_cleared_once_and_forgotten_by_all(
     running: Running,
 ) -> None:

@@ -4,6 +4,7 @@ actions, polling, channels."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -193,12 +194,26 @@ class IvhFeature:
         owner's socket (docs/protocol.md A.4), which must not publish them twice."""
         lost = [sid for sid in self._channels if not self._owns(sid)]
         holding = [c for sid in lost if (c := self._channels.get(sid)) is not None]
+        for channel in holding:
+            await self._end_utterances(channel)
         await until(lambda: not any(c.queue_depth for c in holding), self._cfg.request_timeout)
         replays = {c.session_id: c.recent_replays() for c in holding}
         tasks = [t for sid in lost if (t := self._drop_channel(sid)) is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
         return {"ivh_replays": {sid: keys for sid, keys in replays.items() if keys}}
+
+    async def _end_utterances(self, channel: SessionChannel) -> None:
+        """A session moving away: end its open text stream (`IsFinal`, docs/protocol.md A.5)
+        and its live audio behind the drives already queued, so that the cloud does not hold
+        them open for the new owner's socket."""
+        sid = channel.session_id
+        async with self._locks.setdefault(sid, asyncio.Lock()):  # behind the queued drives
+            with contextlib.suppress(BridgeError):  # a full queue: the cloud ends it itself
+                if self._utterances.live(sid):
+                    command, req_id, data = self._utterances.chunk(sid, "", final=True)
+                    channel.enqueue(frames.drive(sid, command, data, req_id), paced=False)
+                self._voice.end(sid, channel)
 
     def _handed_over(self, body: dict[str, Any]) -> None:
         """A release announcement: seed the channels of the sessions this instance takes."""

@@ -61,6 +61,10 @@ class Utterances:
         """Seconds the cloud waits for more of a stream before it finalises it."""
         return self._max_interval.get(session_id, DEFAULT_STREAM_MAX_INTERVAL)
 
+    def live(self, session_id: str) -> bool:
+        """Whether the session has a streamed utterance the cloud still holds open."""
+        return self._current(session_id) is not None
+
     def drop(self, session_id: str) -> None:
         """Forget the live utterance (a chunk built for it was never sent)."""
         self._live.pop(session_id, None)

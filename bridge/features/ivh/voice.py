@@ -166,6 +166,11 @@ class Voice:
             speech.audio.discard(req_id)
             speech.changed.set()
 
+    def end(self, session_id: str, channel: SessionChannel) -> None:
+        """Close a live utterance now (its tail and the closing packet): the session moves to
+        another instance, which starts a new one with the next piece."""
+        self._close_current(session_id, channel)
+
     def forget(self, session_id: str) -> None:
         """The session closed: stop its utterance, forget its speech."""
         utt = self._current.pop(session_id, None)
