@@ -267,6 +267,7 @@ class IvhFeature:
             self._utterances.set_max_interval(sid, after.stream_max_interval / 1000)
         if after.terminal:
             self._utterances.forget(sid)
+            self._seeds.pop(sid, None)
             self._voice.forget(sid)
             channel = self._channels.pop(sid, None)
             if channel is not None:
