@@ -197,7 +197,7 @@ class Dispatcher:
             result = await job.action(job.payload)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task in self._fenced and task is not None and not self._closing:
+            if task is not None and task in self._fenced and not self._closing:
                 task.uncancel()
                 lost = "the bridge lost its MQTT connection while this ran; retry"
                 self.reply_error(ctx, BridgeError(lost, code="channel_unavailable", retryable=True))

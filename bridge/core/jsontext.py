@@ -73,6 +73,19 @@ def loads(raw: str | bytes | bytearray, *, max_depth: int | None = None) -> Any:
     return value
 
 
+def object_of(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object read from another instance's (or anyone's) message, or None: empty,
+    malformed, nested deeper than `MAX_DEPTH` (it may be echoed in an event), or not an
+    object. The one reader for what peers publish, so none lets a RecursionError through."""
+    if not raw:
+        return None
+    try:
+        value = loads(raw, max_depth=MAX_DEPTH)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _syntax(raw: str | bytes | bytearray) -> None:
     """Raise what the plain parser says of `raw`, if anything."""
     try:

@@ -28,12 +28,12 @@ waits for the release from the key's previous owner (while that one is still liv
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core import jsontext
 from bridge.core.ownership import Ownership, owner
 
 log = logging.getLogger(__name__)
@@ -64,23 +64,15 @@ class Change:
 
 def parse_doc(payload: bytes) -> str | None:
     """The state of a membership document; None for an empty (cleared) or unreadable one."""
-    if not payload:
-        return None
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    state = doc.get("state") if isinstance(doc, dict) else None
+    doc = jsontext.object_of(payload)
+    state = doc.get("state") if doc is not None else None
     return state if state in STATES else None
 
 
 def will_instance(payload: bytes) -> str | None:
     """The instance an `offline`/`connection_lost` will on `bridge/state` names, else None."""
-    try:
-        doc = json.loads(payload) if payload else None
-    except ValueError:
-        return None
-    if not isinstance(doc, dict) or doc.get("state") != "offline":
+    doc = jsontext.object_of(payload)
+    if doc is None or doc.get("state") != "offline":
         return None
     if doc.get("reason") != "connection_lost":
         return None

@@ -10,13 +10,13 @@ then the release is announced.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge import __version__
+from bridge.core import jsontext
 from bridge.core.envelope import Publisher, dumps, now_iso
 from bridge.core.inbound import Inbound
 from bridge.core.membership import ACTIVE, DOWN, Change, Membership, will_instance
@@ -239,8 +239,4 @@ class ClusterFeature:
 
 def _release_body(payload: bytes) -> dict[str, Any]:
     """A release announcement as a dict ({} when it is not one: the release still counts)."""
-    try:
-        body = json.loads(payload) if payload else {}
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    return jsontext.object_of(payload) or {}

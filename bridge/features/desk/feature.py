@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.types import ASGIApp
 
+from bridge.core import jsontext
 from bridge.core.actions import action
 from bridge.core.condition import Condition
 from bridge.core.envelope import dumps, now_iso
@@ -151,11 +151,8 @@ class DeskFeature:
         """A notification another instance's endpoint accepted: taken by the owner alone."""
         if not self._owns(sid):
             return
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+        doc = jsontext.object_of(payload)
+        if doc is None or not isinstance(doc.get("body"), dict):
             return
         request_id = doc.get("request_id")
         note = notification(doc["body"], request_id if isinstance(request_id, str) else None)
@@ -376,11 +373,8 @@ class DeskFeature:
         if not payload and sid in self._ended_sessions:
             self._forget(sid)  # its owner let the ended session go
             return
-        try:
-            doc = json.loads(payload) if payload else {}
-        except ValueError:
-            return
-        if not isinstance(doc, dict):
+        doc = jsontext.object_of(payload) if payload else {}
+        if doc is None:
             return
         state = doc.get("state")
         if isinstance(state, str):

@@ -32,7 +32,7 @@ from websockets.uri import WebSocketURI, parse_uri
 from bridge.core.backoff import backoff
 from bridge.core.condition import Condition
 from bridge.errors import ChannelError
-from bridge.features.ivh.frames import SCALARS, heartbeat, parse_downstream
+from bridge.features.ivh.frames import heartbeat, parse_downstream, replay_key
 
 log = logging.getLogger(__name__)
 _REPLAY_MEMORY = 512
@@ -251,9 +251,9 @@ class SessionChannel:
 
     def seed(self, keys: list[Any]) -> None:
         """Replay keys the previous owner saw: frames with them are the cloud's re-sends."""
-        for key in keys:
-            if isinstance(key, list) and len(key) == 4 and all(isinstance(k, SCALARS) for k in key):
-                self._seen.setdefault(tuple(key), 0)  # before this channel's first connection
+        for parts in keys:
+            if (key := replay_key(parts)) is not None:
+                self._seen.setdefault(key, 0)  # before this channel's first connection
 
     def _replayed(self, key: tuple[Any, ...]) -> bool:
         """A frame first seen on an earlier connection: the cloud's re-send after a reconnect.

@@ -102,17 +102,25 @@ def _event_type(body: dict[str, Any], header_code: Any) -> str:
     return _EVENT_BY_TYPE.get(kind, "downstream") if isinstance(kind, int) else "downstream"
 
 
-SCALARS = (str, int, float, type(None))
+_SCALARS = (str, int, float, type(None))
 
 
 def _replay_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
     """Speak-status frames are re-sent after a reconnect (A.4): they de-duplicate on this key."""
     if body.get("Type") != 3:
         return None
-    key = (body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType"))
-    # A list or an object where the protocol has a string or a number cannot be a key: such a
-    # frame is published as it is, without de-duplication.
-    return key if all(isinstance(part, SCALARS) for part in key) else None
+    return replay_key(
+        [body.get("ReqId"), body.get("SpeakStatus"), body.get("Seq"), body.get("FinalType")]
+    )
+
+
+def replay_key(parts: Any) -> tuple[Any, ...] | None:
+    """(`ReqId`, `SpeakStatus`, `Seq`, `FinalType`) as a key, or None. A list or an object where
+    the protocol has a string or a number cannot be a key: such a frame is published as it is,
+    without de-duplication (and a key handed over that way is ignored)."""
+    if not isinstance(parts, list) or len(parts) != 4:
+        return None
+    return tuple(parts) if all(isinstance(part, _SCALARS) for part in parts) else None
 
 
 def pieces(text: str, limit: int) -> list[str]:

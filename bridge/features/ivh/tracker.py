@@ -10,7 +10,6 @@ their retained topics are cleared and they leave the `sessions` snapshot (docs/t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from bridge.core import jsontext
 from bridge.core.envelope import Emitter, Publisher, dumps, now_iso
 from bridge.core.topics import Topics
 from bridge.ids import valid_session_id
@@ -370,14 +370,11 @@ class SessionTracker:
 
 def _parse_state(session_id: str, payload: bytes) -> SessionState | None:
     """A retained state as published by an instance; None when it is not one."""
-    try:
-        doc = json.loads(payload)
-        if not isinstance(doc, dict) or doc.get("session_id") != session_id:
-            return None
-        fields_of: dict[str, Any] = {name: doc.get(name) for name in _FIELDS}
-        interval = fields_of["stream_max_interval"]
-        if type(interval) is not int or interval not in STREAM_MAX_INTERVALS:
-            fields_of["stream_max_interval"] = None  # not one `createsession` takes
-        return SessionState(**fields_of)
-    except (ValueError, TypeError):
+    doc = jsontext.object_of(payload)
+    if doc is None or doc.get("session_id") != session_id:
         return None
+    fields_of: dict[str, Any] = {name: doc.get(name) for name in _FIELDS}
+    interval = fields_of["stream_max_interval"]
+    if type(interval) is not int or interval not in STREAM_MAX_INTERVALS:
+        fields_of["stream_max_interval"] = None  # not one `createsession` takes
+    return SessionState(**fields_of)

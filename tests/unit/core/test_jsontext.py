@@ -77,3 +77,16 @@ def test_the_encoders_cannot_write_non_finite_numbers(value: Any) -> None:
         jsontext.dumps(value)
     with pytest.raises(ValueError):
         dumps({"data": value})
+
+
+def test_a_peers_message_is_an_object_or_none_never_an_exception() -> None:
+    assert jsontext.object_of(b'{"state": "active"}') == {"state": "active"}
+    for raw in (
+        b"",
+        b"not json",
+        b"[1]",
+        b'"x"',
+        b"[" * 30_000,
+        b'{"a":' * 100 + b"1" + b"}" * 100,
+    ):
+        assert jsontext.object_of(raw) is None, raw[:20]
